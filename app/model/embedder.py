@@ -1,0 +1,339 @@
+"""CdeEmbedder: the public face of the model — tokenization, batching, the two stages.
+
+Callers pass plain texts; the library adds the `search_document: ` / `search_query: `
+prefixes, sorts texts by length and batches them under a token budget that counts the
+stage-2 prefix (dataset embeddings + soft prompt), so throughput is high and memory bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from app.errors import InvalidInput
+from app.model.checkpoint import build_model, load_tokenizer, read_config, read_state_dict, resolve_checkpoint
+from app.model.config import CdeConfig
+from app.model.network import DatasetTransformer
+
+log = logging.getLogger(__name__)
+
+DOCUMENT_PREFIX = "search_document: "
+QUERY_PREFIX = "search_query: "
+DEFAULT_TOKEN_BUDGET = {"cpu": 16_384, "cuda": 262_144}
+
+T = TypeVar("T")
+Progress = Callable[[int, int], None]
+
+
+def sample_context(corpus: Sequence[T], n: int, seed: int = 0) -> list[T]:
+    """Exactly `n` items of `corpus` for a stage-1 context, reproducibly for a given seed.
+
+    - exactly n items: all of them, in order;
+    - more: a seeded sample without replacement;
+    - fewer: with replacement, balanced — every item appears ⌊n/len⌋ or ⌈n/len⌉ times, so
+      no document is left out by chance (the remainder is drawn without replacement).
+    """
+    if n <= 0:
+        raise InvalidInput(f"context size must be positive, got {n}", field="n")
+    if len(corpus) == 0:
+        raise InvalidInput("context corpus is empty: at least one text is needed", field="corpus")
+    rng = random.Random(seed)
+    if len(corpus) == n:
+        return list(corpus)
+    if len(corpus) > n:
+        return [corpus[i] for i in sorted(rng.sample(range(len(corpus)), n))]
+    copies, remainder = divmod(n, len(corpus))
+    picked = list(range(len(corpus))) * copies + rng.sample(range(len(corpus)), remainder)
+    return [corpus[i] for i in picked]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Stage-2 output: unit-norm float32 vectors and, per text, what the model saw."""
+
+    vectors: np.ndarray  # (n, D) float32, L2-normalized
+    token_counts: list[int]  # tokens embedded per text ([CLS]/[SEP] and prefix included)
+    truncated: list[bool]  # True where the text was cut at max_seq_length tokens
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.vectors.shape)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.vectors if dtype is None else self.vectors.astype(dtype)
+
+
+def _parse_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}  # fmt: skip
+
+
+def _parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise InvalidInput(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}", field="dtype")
+    return _DTYPES[dtype]
+
+
+class CdeEmbedder:
+    """cde-small-v1 ready to embed: model, tokenizer, device and batching policy."""
+
+    def __init__(
+        self,
+        model: DatasetTransformer,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        token_budget: int | None = None,
+        folder: Path | None = None,
+    ) -> None:
+        self.model = model
+        self.config: CdeConfig = model.cfg
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.device = device
+        self.dtype = dtype
+        self.folder = folder
+        self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(device.type, 16_384)
+        if self.token_budget < self.config.prefix_length + self.config.max_seq_length:
+            raise InvalidInput(
+                f"token_budget must be at least {self.config.prefix_length + self.config.max_seq_length} "
+                f"(prefix {self.config.prefix_length} + one {self.config.max_seq_length}-token text), "
+                f"got {self.token_budget}",
+                field="token_budget",
+            )
+        # The fast tokenizer's engine, truncating like BERT ([CLS] … [SEP] ≤ max_seq_length)
+        # and reporting what it cut through `overflowing`.
+        engine = tokenizer.backend_tokenizer
+        engine.no_padding()
+        engine.enable_truncation(max_length=self.config.max_seq_length)
+        self._engine = engine
+        self._pad_id = int(tokenizer.pad_token_id or 0)
+        # The soft prompt is a constant of the weights: compute it once.
+        with torch.inference_mode():
+            self._soft_prompt = model.second_stage_model.soft_prompt()
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike[str],
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        *,
+        token_budget: int | None = None,
+    ) -> CdeEmbedder:
+        """Load a checkpoint in the official layout from a folder or the Hugging Face hub.
+
+        Default device: CUDA when available (bfloat16), else CPU (float32).
+        """
+        dev = _parse_device(device)
+        dt = _parse_dtype(dtype, dev)
+        folder = resolve_checkpoint(path_or_hub_id)
+        cfg = read_config(folder)
+        tokenizer = load_tokenizer(folder)
+        if len(tokenizer) > cfg.backbone.vocab_size:
+            from app.errors import ModelLoadError
+
+            raise ModelLoadError(
+                f"{folder}: tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
+                f"has {cfg.backbone.vocab_size}"
+            )
+        model = build_model(cfg, read_state_dict(folder), dtype=dt, device=dev)
+        return cls(
+            model, tokenizer, model_id=str(path_or_hub_id), device=dev, dtype=dt,
+            token_budget=token_budget, folder=folder,
+        )  # fmt: skip
+
+    # ---- facts --------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.config.backbone.n_embd
+
+    @property
+    def context_size(self) -> int:
+        """How many dataset embeddings a context holds (`transductive_corpus_size`)."""
+        return self.config.transductive_corpus_size
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.config.max_seq_length
+
+    # ---- tokenization -------------------------------------------------------------------
+    def _check_texts(self, texts: Sequence[str], field: str = "texts") -> None:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InvalidInput(
+                f"{field} must be a list of strings, got {type(texts).__name__}", field=field
+            )
+        problems = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                problems.append(f"{field}[{i}]: must be a string, got {type(text).__name__}")
+            elif not text.strip():
+                problems.append(f"{field}[{i}]: is empty or whitespace-only")
+        if problems:
+            raise InvalidInput(problems, field=field)
+
+    def tokenize(self, texts: Sequence[str], prefix: str) -> tuple[list[list[int]], list[bool]]:
+        """Token ids ([CLS] prefix+text [SEP], ≤ max_seq_length) and truncation flags."""
+        self._check_texts(texts)
+        encodings = self._engine.encode_batch([prefix + t for t in texts])
+        return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
+
+    # ---- batching -----------------------------------------------------------------------
+    def plan_batches(self, lengths: Sequence[int], extra: int) -> list[list[int]]:
+        """Indices grouped longest first so that batch × (extra + longest) ≤ token_budget.
+
+        `extra` is the per-sequence prefix (stage 2: dataset embeddings + soft prompt)."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for i in order:
+            if current and (len(current) + 1) * (extra + longest) > self.token_budget:
+                batches.append(current)
+                current = []
+            if not current:
+                longest = lengths[i]
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def _run(
+        self,
+        ids: list[list[int]],
+        forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        extra: int,
+        on_progress: Progress | None,
+    ) -> np.ndarray:
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        done = 0
+        with torch.inference_mode():
+            for batch in self.plan_batches([len(x) for x in ids], extra):
+                input_ids, mask = self._pad([ids[i] for i in batch])
+                out[batch] = forward(input_ids, mask).float().cpu().numpy()
+                done += len(batch)
+                if on_progress is not None:
+                    on_progress(done, len(ids))
+        return out
+
+    # ---- stage 1 ------------------------------------------------------------------------
+    def embed_context(
+        self, texts: Sequence[str], *, seed: int = 0, on_progress: Progress | None = None
+    ) -> np.ndarray:
+        """Dataset embeddings (context_size, D), raw float32 (stage 1; not normalized).
+
+        `texts` is the collection's corpus; exactly `context_size` of them are used
+        (see `sample_context`), each as a `search_document: `."""
+        self._check_texts(texts)
+        chosen = sample_context(list(texts), self.context_size, seed)
+        distinct = len(set(chosen))
+        if distinct == 1:
+            raise InvalidInput(
+                "context is degenerate: all texts are identical, which makes embeddings "
+                "context-independent; give varied documents (or use the generic context)",
+                field="texts",
+            )
+        if distinct < min(32, self.context_size):
+            log.warning("context has only %d distinct texts; quality will suffer", distinct)
+        ids, _ = self.tokenize(chosen, DOCUMENT_PREFIX)
+        return self._run(ids, self.model.first_stage_model, 0, on_progress)
+
+    # ---- stage 2 ------------------------------------------------------------------------
+    def check_dataset_embeddings(self, dataset_embeddings: Any) -> torch.Tensor:
+        """Validate (context_size, D) floating, finite dataset embeddings; to device/dtype."""
+        expected = (self.context_size, self.dim)
+        if isinstance(dataset_embeddings, np.ndarray):
+            if not np.issubdtype(dataset_embeddings.dtype, np.floating):
+                raise InvalidInput(
+                    f"dataset_embeddings must be floating point, got dtype {dataset_embeddings.dtype}",
+                    field="dataset_embeddings",
+                )
+            tensor = torch.from_numpy(np.ascontiguousarray(dataset_embeddings))
+        elif isinstance(dataset_embeddings, torch.Tensor):
+            if not dataset_embeddings.is_floating_point():
+                raise InvalidInput(
+                    f"dataset_embeddings must be floating point, got dtype {dataset_embeddings.dtype}",
+                    field="dataset_embeddings",
+                )
+            tensor = dataset_embeddings.detach()
+        else:
+            raise InvalidInput(
+                "dataset_embeddings must be a numpy array or torch tensor from embed_context, "
+                f"got {type(dataset_embeddings).__name__}",
+                field="dataset_embeddings",
+            )
+        if tuple(tensor.shape) != expected:
+            raise InvalidInput(
+                f"dataset_embeddings must have shape {expected} (context_size, dim), "
+                f"got {tuple(tensor.shape)}",
+                field="dataset_embeddings",
+            )
+        if not bool(torch.isfinite(tensor).all()):
+            raise InvalidInput("dataset_embeddings contain NaN or infinity", field="dataset_embeddings")
+        return tensor.to(device=self.device, dtype=self.dtype)
+
+    def _embed(
+        self, texts: Sequence[str], dataset_embeddings: Any, prefix: str, on_progress: Progress | None
+    ) -> Embeddings:
+        context = self.check_dataset_embeddings(dataset_embeddings)
+        ids, truncated = self.tokenize(texts, prefix)
+        if not ids:
+            return Embeddings(np.zeros((0, self.dim), dtype=np.float32), [], [])
+        stage2 = self.model.second_stage_model
+        prefix_embeds = torch.cat((context, self._soft_prompt.to(context.dtype)), dim=0)
+        raw = self._run(
+            ids,
+            lambda input_ids, mask: stage2(input_ids, mask, prefix_embeds),
+            prefix_embeds.shape[0],
+            on_progress,
+        )
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        vectors = raw / np.maximum(norms, 1e-12)
+        return Embeddings(vectors.astype(np.float32), [len(x) for x in ids], truncated)
+
+    def embed_documents(
+        self, texts: Sequence[str], dataset_embeddings: Any, *, on_progress: Progress | None = None
+    ) -> Embeddings:
+        """Unit-norm document vectors (n, D) conditioned on a context (stage 2)."""
+        return self._embed(texts, dataset_embeddings, DOCUMENT_PREFIX, on_progress)
+
+    def embed_queries(
+        self, texts: Sequence[str], dataset_embeddings: Any, *, on_progress: Progress | None = None
+    ) -> Embeddings:
+        """Unit-norm query vectors (n, D) conditioned on a context (stage 2)."""
+        return self._embed(texts, dataset_embeddings, QUERY_PREFIX, on_progress)
