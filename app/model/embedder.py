@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
 from app.errors import InvalidInput
 from app.model.checkpoint import build_model, load_tokenizer, read_config, read_state_dict, resolve_checkpoint
@@ -126,9 +127,10 @@ class CdeEmbedder:
                 f"got {self.token_budget}",
                 field="token_budget",
             )
-        # The fast tokenizer's engine, truncating like BERT ([CLS] … [SEP] ≤ max_seq_length)
-        # and reporting what it cut through `overflowing`.
-        engine = tokenizer.backend_tokenizer
+        # A private copy of the fast tokenizer's engine (the transformers wrapper resets the
+        # shared one's truncation on every call), truncating like BERT ([CLS] … [SEP] ≤
+        # max_seq_length) and reporting what it cut through `overflowing`.
+        engine = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         engine.no_padding()
         engine.enable_truncation(max_length=self.config.max_seq_length)
         self._engine = engine

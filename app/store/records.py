@@ -1,0 +1,74 @@
+"""What the store reads and writes: point, hit, collection and context records, and point ids.
+
+Plain frozen dataclasses, so use cases never see qdrant-client types.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Fixed forever: changing it would change every point id and duplicate every stored document.
+POINT_NAMESPACE = uuid.UUID("4ca45e13-282a-4774-929a-03d1b2e7179f")
+
+META_COLLECTION = "cdeq_meta"
+
+CONTEXT_SOURCES = ("corpus", "explicit", "generic")
+
+
+def point_id(collection: str, document_id: str) -> str:
+    """The point id of a document: the same (collection, document id) always gives the same UUID.
+
+    The NUL separator keeps ("a", "b\\x00c") and ("a\\x00b", "c") apart.
+    """
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{collection}\x00{document_id}"))
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    """One embedded document, ready to upsert."""
+
+    document_id: str
+    vector: Sequence[float] | np.ndarray
+    text: str | None
+    metadata: dict[str, Any]
+    content_hash: str
+    context_version: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result; ``payload`` is the user-facing payload (no store bookkeeping)."""
+
+    document_id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """A user collection: its alias name, the physical collection behind it and its size."""
+
+    name: str
+    physical: str
+    points: int
+    context_version: int | None
+
+
+# eq=False: the generated __eq__ would compare numpy arrays with ``==`` and raise on truth value.
+@dataclass(frozen=True, eq=False)
+class ContextRecord:
+    """A versioned context of one collection: its dataset embeddings (stage-1 output) and provenance."""
+
+    collection: str
+    version: int
+    dataset_embeddings: np.ndarray  # (N, D) float32, as produced by stage 1, not normalized
+    sampled_ids: list[str]
+    model_id: str
+    created_at: float
+    state: str = "ready"
+    source: str = "corpus"  # "corpus" | "explicit" | "generic"
