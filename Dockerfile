@@ -20,9 +20,9 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # image also works but adds ~2 GB of duplicate libraries.
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-base-ubuntu22.04
 ARG TORCH_VERSION=2.13.0
-# torch 2.13.0 is published for cu126, cu129, cu130 and cu132. cu126 runs on
-# any host driver that supports CUDA 12.x (>= 525 with minor-version
-# compatibility; >= 560 recommended).
+# cu126: the CUDA 12 build of torch 2.13.0 with the widest driver support
+# (any CUDA 12 driver, >= 525, thanks to minor-version compatibility; >= 560
+# recommended). Override with --build-arg for another CUDA line.
 ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu126
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 
@@ -79,8 +79,8 @@ FROM ${CUDA_IMAGE} AS worker
 ARG TORCH_VERSION
 ARG TORCH_CUDA_INDEX
 
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONUNBUFFERED=1 \
+ARG DEBIAN_FRONTEND=noninteractive
+ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -88,11 +88,13 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/venv/bin:$PATH \
     HF_HOME=/models
 
-# Ubuntu 22.04's own python3.11 (universe); the venv keeps pip off the system Python.
+# Ubuntu 22.04's own python3.11 (universe); the venv keeps pip off the system
+# Python, and its pip (22.0 from Ubuntu) is upgraded.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && python3.11 -m venv /opt/venv
+ && python3.11 -m venv /opt/venv \
+ && pip install --no-cache-dir --upgrade pip
 
 RUN pip install --no-cache-dir --index-url "${TORCH_CUDA_INDEX}" "torch==${TORCH_VERSION}"
 

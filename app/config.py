@@ -45,8 +45,14 @@ class IngestSettings(BaseModel):
         32, ge=2, description="fewer documents than this in a first ingest → generic context"
     )
     context_seed: int = 0
+    context_sample_size: int = Field(
+        512, ge=2, description="documents of a first job kept to build the context (cde-small-v1: 512)"
+    )
     task_soft_time_limit_s: int = Field(900, ge=1)
     task_time_limit_s: int = Field(960, ge=1)
+    visibility_timeout_s: int | None = Field(
+        None, ge=1, description="broker re-delivers an unacked task after this; default: task limit + backoff + 300"
+    )
     max_retries: int = Field(20, ge=0)
     retry_backoff_max_s: int = Field(60, ge=1)
     context_lock_timeout_s: int = Field(1800, ge=1, description="a context build holds its lock this long at most")

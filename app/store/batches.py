@@ -26,15 +26,16 @@ _REQUEST_OVERHEAD_BYTES = 64
 def estimate_point_bytes(dim: int, payload: Mapping[str, Any]) -> int:
     """An upper bound on the JSON size of one point with a ``dim``-float vector and ``payload``.
 
-    ``ensure_ascii=True`` is never shorter than the UTF-8 encoding the client may send instead.
+    ``ensure_ascii=True`` is never shorter than the UTF-8 encoding the client may send instead;
+    NaN and infinity raise ValueError, as the server would refuse them.
     """
-    payload_bytes = len(json.dumps(payload, ensure_ascii=True, separators=(",", ":")))
+    payload_bytes = len(
+        json.dumps(payload, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    )
     return _POINT_OVERHEAD_BYTES + dim * _BYTES_PER_FLOAT + payload_bytes
 
 
-def plan_batches(
-    sizes: Sequence[int], *, max_points: int, max_bytes: int
-) -> Iterator[range]:
+def plan_batches(sizes: Sequence[int], *, max_points: int, max_bytes: int) -> Iterator[range]:
     """Consecutive index ranges over points of the given estimated ``sizes``.
 
     Each range holds at most ``max_points`` points and at most ``max_bytes`` estimated bytes

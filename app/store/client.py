@@ -109,7 +109,9 @@ def _from_status(exc: UnexpectedResponse, action: str, collection: str | None) -
     if status in (400, 409, 413, 422):
         return InvalidInput(f"Qdrant refused the request while {action}: {message}")
     if status in (401, 403):
-        return CdeqError(f"Qdrant refused access while {action} (check CDEQ_QDRANT__API_KEY): {message}")
+        return CdeqError(
+            f"Qdrant refused access while {action} (check CDEQ_QDRANT__API_KEY): {message}"
+        )
     return CdeqError(f"Qdrant failed with {status} while {action}: {message}")
 
 
@@ -149,10 +151,15 @@ def translated_errors(action: str, *, collection: str | None = None) -> Iterator
             raise StoreUnavailable(
                 f"Qdrant did not answer while {action}: {type(exc.source).__name__}: {exc.source}"
             ) from exc
-        raise CdeqError(f"Qdrant sent a response cdeq cannot read while {action}: {exc.source}") from exc
+        raise CdeqError(
+            f"Qdrant sent a response cdeq cannot read while {action}: {exc.source}"
+        ) from exc
     except grpc.RpcError as exc:
         raise _from_grpc(exc, action, collection) from exc
-    except (httpx.TransportError, OSError) as exc:  # OSError covers ConnectionError and TimeoutError
+    except (
+        httpx.TransportError,
+        OSError,
+    ) as exc:  # OSError covers ConnectionError and TimeoutError
         raise StoreUnavailable(f"Qdrant did not answer while {action}: {exc}") from exc
     except QdrantException as exc:
         raise CdeqError(f"Qdrant client failed while {action}: {exc}") from exc

@@ -21,7 +21,9 @@ def build_filter(spec: SearchFilter | None) -> models.Filter | None:
     if spec is None or isinstance(spec, models.Filter):
         return spec
     if not isinstance(spec, Mapping):
-        raise InvalidInput(f"filter must be a dict of payload key to value, got {type(spec).__name__}")
+        raise InvalidInput(
+            f"filter must be a dict of payload key to value, got {type(spec).__name__}"
+        )
     conditions: list[models.Condition] = []
     problems: list[str] = []
     for key, value in spec.items():

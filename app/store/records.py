@@ -23,7 +23,7 @@ CONTEXT_SOURCES = ("corpus", "explicit", "generic")
 def point_id(collection: str, document_id: str) -> str:
     """The point id of a document: the same (collection, document id) always gives the same UUID.
 
-    The NUL separator keeps ("a", "b\\x00c") and ("a\\x00b", "c") apart.
+    Collection names cannot contain NUL, so the NUL separator makes the pair unambiguous.
     """
     return str(uuid.uuid5(POINT_NAMESPACE, f"{collection}\x00{document_id}"))
 

@@ -1,0 +1,81 @@
+"""The ingest queue: a Celery app configured from Settings, and how batches are handed to it.
+
+Producers send tasks by name (no worker code imported); workers/ registers the task under
+the same name. Without Redis (embedded mode) batches run in the calling process instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from app.config import Settings
+from app.errors import StoreUnavailable
+
+TASK_INGEST_BATCH = "cdeq.ingest_batch"
+INGEST_QUEUE = "ingest"
+
+
+def visibility_timeout_s(settings: Settings) -> int:
+    """Longer than the longest task plus its longest retry countdown, so a running (unacked)
+    task is never handed to a second worker; `ingest.visibility_timeout_s` overrides."""
+    ingest = settings.ingest
+    if ingest.visibility_timeout_s is not None:
+        return ingest.visibility_timeout_s
+    return ingest.task_time_limit_s + ingest.retry_backoff_max_s + 300
+
+
+def make_celery(settings: Settings) -> Celery:
+    if not settings.redis.url:
+        raise StoreUnavailable("the ingest queue needs Redis: set CDEQ_REDIS__URL", retry_after_s=0)
+    app = Celery("cdeq", broker=settings.redis.url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=INGEST_QUEUE,
+        task_routes={TASK_INGEST_BATCH: {"queue": INGEST_QUEUE}},
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # job records in Redis carry the outcome
+        task_acks_late=True,  # ack after the batch is stored…
+        task_reject_on_worker_lost=True,  # …and re-queue it if the worker dies mid-batch
+        worker_prefetch_multiplier=1,  # one batch at a time per GPU worker
+        task_soft_time_limit=settings.ingest.task_soft_time_limit_s,
+        task_time_limit=settings.ingest.task_time_limit_s,
+        broker_transport_options={"visibility_timeout": visibility_timeout_s(settings)},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+    )
+    return app
+
+
+class Dispatcher(Protocol):
+    def send_batch(self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]) -> None: ...
+
+
+class CeleryDispatcher:
+    """Queue each batch as a Celery task on the `ingest` queue."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def send_batch(self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]) -> None:
+        try:
+            self.app.send_task(
+                TASK_INGEST_BATCH, args=[job_id, collection, index, documents], queue=INGEST_QUEUE,
+                retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            )  # fmt: skip
+        except OperationalError as exc:
+            raise StoreUnavailable(f"could not queue a batch: {exc}", retry_after_s=2.0) from exc
+
+
+class InlineDispatcher:
+    """Run each batch at once in this process (tests, single-process tries)."""
+
+    def __init__(self, run: Callable[[str, str, int, list[dict[str, Any]]], object]) -> None:
+        self.run = run
+
+    def send_batch(self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]) -> None:
+        self.run(job_id, collection, index, documents)

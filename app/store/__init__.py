@@ -1,0 +1,25 @@
+"""The Qdrant adapter: documents, collection aliases and versioned contexts of cdeq."""
+
+from app.store.client import open_client, translated_errors
+from app.store.qdrant import QdrantStore, parse_physical
+from app.store.records import (
+    META_COLLECTION,
+    CollectionInfo,
+    ContextRecord,
+    Hit,
+    PointRecord,
+    point_id,
+)
+
+__all__ = [
+    "META_COLLECTION",
+    "CollectionInfo",
+    "ContextRecord",
+    "Hit",
+    "PointRecord",
+    "QdrantStore",
+    "open_client",
+    "parse_physical",
+    "point_id",
+    "translated_errors",
+]

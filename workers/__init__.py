@@ -1,0 +1,1 @@
+"""Celery workers: thin adapters that run ingest batches through the use cases in app/."""
