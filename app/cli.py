@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.errors import CdeqError, ContextNotReady, InvalidInput, ModelLoadError, NotFound, StoreUnavailable
+from app.errors import (
+    CdeqError,
+    ContextNotReady,
+    InvalidInput,
+    ModelLoadError,
+    NotFound,
+    StoreUnavailable,
+)
 
 EXIT_CODES: dict[type[CdeqError], int] = {
     InvalidInput: 2,

@@ -75,6 +75,9 @@ class ApiSettings(BaseModel):
     max_inputs: int = Field(2048, ge=1, description="inputs per /v1/embeddings request")
     max_in_flight: int = Field(8, ge=1, description="embedding requests running or waiting at once")
     model_name: str = Field("cde-small-v1", description="the `model` name the API reports")
+    in_flight_wait_ms: int = Field(
+        5, ge=0, le=1000, description="how long a request may wait for an embedding slot before a 429"
+    )
 
 
 class Settings(BaseSettings):

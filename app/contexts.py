@@ -152,11 +152,10 @@ class Contexts:
         context when None)."""
         if self.store.collection_exists(collection):
             raise InvalidInput(f"collection {collection!r} already exists", field="collection")
-        if context_texts is not None:
-            if isinstance(context_texts, str) or not all(isinstance(t, str) and t.strip() for t in context_texts):
-                raise InvalidInput(
-                    "context_texts must be a list of non-empty strings", field="context_texts"
-                )
+        if context_texts is not None and (
+            isinstance(context_texts, str) or not all(isinstance(t, str) and t.strip() for t in context_texts)
+        ):
+            raise InvalidInput("context_texts must be a list of non-empty strings", field="context_texts")
         with self._lock(collection):
             if self.store.collection_exists(collection):
                 raise InvalidInput(f"collection {collection!r} already exists", field="collection")

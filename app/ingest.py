@@ -37,7 +37,7 @@ def store_batch(svc: Cdeq, collection: str, documents: Sequence[Document], corpu
             PointRecord(
                 document_id=d.id, vector=vector, text=d.text, metadata=d.metadata,
                 content_hash=d.content_hash, context_version=context.version,
-            )  # fmt: skip
+            )
             for d, vector in zip(documents, embeddings.vectors, strict=True)
         ],
     )

@@ -8,6 +8,7 @@ done_with_errors / failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -173,7 +174,7 @@ class JobStore:
 
     def record_batch(self, job_id: str, batch_index: int, outcome: BatchOutcome) -> bool:
         """Count a batch once; False when it was already counted (re-delivery)."""
-        args = [
+        args: list[str | int | float] = [
             str(batch_index), outcome.succeeded, outcome.failed, outcome.truncated, time.time(),
             json.dumps(outcome.errors or {}, ensure_ascii=False) if outcome.errors else "{}",
             json.dumps(outcome.warnings, ensure_ascii=False) if outcome.warnings else "{}",
@@ -189,10 +190,9 @@ class JobStore:
 
     def fail(self, job_id: str, reason: str) -> None:
         """Mark a job failed before any batch ran (e.g. its tasks could not be queued)."""
-        try:
+        # When Redis is down the caller already reports that the job was not accepted.
+        with contextlib.suppress(redis.RedisError):
             self.client.hset(KEY.format(job_id), mapping={"state": "failed", "reason": reason, "updated_at": time.time()})
-        except redis.RedisError:
-            pass  # Redis is down: the caller already reports that the job was not accepted
 
     def status(self, job_id: str) -> JobStatus:
         base, done, errors, warnings = self._keys(job_id)

@@ -7,8 +7,8 @@ and a worker process loads it once (after fork). Entry points hold one `Cdeq` ea
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import redis

@@ -125,7 +125,7 @@ def test_missing_files_and_bad_paths(model_copy: Path, tmp_path: Path) -> None:
     (model_copy / "model.safetensors").unlink()
     with pytest.raises(ModelLoadError, match="no weights"):
         CdeEmbedder.from_pretrained(model_copy)
-    with pytest.raises(ModelLoadError, match="config.json is missing"):
+    with pytest.raises(ModelLoadError, match=r"config\.json is missing"):
         CdeEmbedder.from_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="no such folder"):
         CdeEmbedder.from_pretrained(tmp_path / "nope" / "deeper")

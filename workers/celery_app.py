@@ -48,40 +48,42 @@ def retry_countdown(retries: int, retry_after_s: float, cap_s: int) -> float:
     return float(min(cap_s, max(retry_after_s, 2.0**retries)))
 
 
+def ingest_batch(self: Task, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """Celery task `cdeq.ingest_batch`: one batch through `process_batch`; retry or fail."""
+    svc = worker_service()
+    ingest = svc.settings.ingest
+    try:
+        outcome = process_batch(svc, job_id, collection, index, documents)
+    except (StoreUnavailable, ContextNotReady) as exc:
+        if self.request.retries >= ingest.max_retries:
+            log.error("job %s batch %d: giving up after %d retries: %s", job_id, index, self.request.retries, exc)
+            fail_batch(svc, job_id, index, documents, f"failed after {self.request.retries} retries: {exc}")
+            return {"state": "failed"}
+        countdown = retry_countdown(self.request.retries, exc.retry_after_s, ingest.retry_backoff_max_s)
+        log.warning("job %s batch %d: %s; retry in %.0fs", job_id, index, exc, countdown)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=ingest.max_retries) from exc
+    except SoftTimeLimitExceeded:
+        fail_batch(svc, job_id, index, documents, f"took longer than {ingest.task_soft_time_limit_s}s")
+        return {"state": "failed"}
+    except CdeqError as exc:
+        fail_batch(svc, job_id, index, documents, str(exc))
+        return {"state": "failed"}
+    except Exception as exc:
+        # A bug, not a transient fault: count the batch as failed so its job still
+        # finishes, and let Celery log the traceback.
+        fail_batch(svc, job_id, index, documents, f"internal error: {type(exc).__name__}: {exc}")
+        raise
+    if outcome is None:
+        return {"state": "already_done"}
+    return {"state": "done", "succeeded": outcome.succeeded}
+
+
 def create_app(settings: Settings) -> Celery:
+    """The worker's Celery app for these settings, with `cdeq.ingest_batch` registered."""
     global _settings
     _settings = settings
     app = make_celery(settings)
-    ingest = settings.ingest
-
-    @app.task(name=TASK_INGEST_BATCH, bind=True, max_retries=ingest.max_retries)
-    def ingest_batch(self: Task, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]) -> dict[str, Any]:
-        svc = worker_service()
-        try:
-            outcome = process_batch(svc, job_id, collection, index, documents)
-        except (StoreUnavailable, ContextNotReady) as exc:
-            if self.request.retries >= ingest.max_retries:
-                log.error("job %s batch %d: giving up after %d retries: %s", job_id, index, self.request.retries, exc)
-                fail_batch(svc, job_id, index, documents, f"failed after {self.request.retries} retries: {exc}")
-                return {"state": "failed"}
-            countdown = retry_countdown(self.request.retries, exc.retry_after_s, ingest.retry_backoff_max_s)
-            log.warning("job %s batch %d: %s; retry in %.0fs", job_id, index, exc, countdown)
-            raise self.retry(exc=exc, countdown=countdown) from exc
-        except SoftTimeLimitExceeded:
-            fail_batch(svc, job_id, index, documents, f"took longer than {ingest.task_soft_time_limit_s}s")
-            return {"state": "failed"}
-        except CdeqError as exc:
-            fail_batch(svc, job_id, index, documents, str(exc))
-            return {"state": "failed"}
-        except Exception as exc:
-            # A bug, not a transient fault: count the batch as failed so its job still
-            # finishes, and let Celery log the traceback.
-            fail_batch(svc, job_id, index, documents, f"internal error: {type(exc).__name__}: {exc}")
-            raise
-        if outcome is None:
-            return {"state": "already_done"}
-        return {"state": "done", "succeeded": outcome.succeeded}
-
+    app.task(name=TASK_INGEST_BATCH, bind=True)(ingest_batch)
     return app
 
 
@@ -91,6 +93,7 @@ def _load_model_after_fork(**_: Any) -> None:
     if _settings is None:
         return
     try:
-        _ = worker_service().embedder
+        embedder = worker_service().embedder
+        log.info("model %s loaded on %s", embedder.model_id, embedder.device)
     except CdeqError as exc:  # reported again, with its reason, on the first task
         log.error("could not load the model: %s", exc)

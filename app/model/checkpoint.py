@@ -149,7 +149,7 @@ def build_model(
 def load_tokenizer(folder: Path) -> Any:
     """The folder's bert-style WordPiece tokenizer via `from_pretrained` (never `vocab_file=`: transformers 5
     ignores it and builds a 5-token vocabulary)."""
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     try:
         tok = BertTokenizerFast.from_pretrained(str(folder))

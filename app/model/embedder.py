@@ -20,7 +20,13 @@ import torch
 from tokenizers import Tokenizer
 
 from app.errors import InvalidInput
-from app.model.checkpoint import build_model, load_tokenizer, read_config, read_state_dict, resolve_checkpoint
+from app.model.checkpoint import (
+    build_model,
+    load_tokenizer,
+    read_config,
+    read_state_dict,
+    resolve_checkpoint,
+)
 from app.model.config import CdeConfig
 from app.model.network import DatasetTransformer
 

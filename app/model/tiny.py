@@ -56,7 +56,15 @@ def write_tokenizer(folder: Path, vocab_size: int, corpus: Iterable[str]) -> int
     """A bert-style lower-casing WordPiece tokenizer trained on `corpus`, padded with
     `[unusedN]` entries to exactly `vocab_size`. Writes vocab.txt, tokenizer.json and
     tokenizer_config.json; returns the vocabulary size."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None)

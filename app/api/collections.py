@@ -1,0 +1,100 @@
+"""Collection routes: ingest documents, follow jobs, search, delete documents, list collections.
+
+With Redis (queued mode) an ingest request is validated, recorded and queued, and answers 202
+with a job id at once. In embedded mode (no Redis) the whole job runs in this process and the
+request answers 200 with the finished job's status.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.api.auth import ReadAccess, WriteAccess
+from app.api.schemas import DeleteRequest, DocumentsRequest, SearchRequest, openapi_body, read_body
+from app.errors import NotFound
+from app.ingest import ingest_documents
+from app.jobs import enqueue, job_status
+from app.query import delete_documents, list_collections, search
+from app.service import Cdeq
+
+router = APIRouter()
+
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _service(request: Request) -> Cdeq:
+    service: Cdeq = request.app.state.service
+    return service
+
+
+@router.post(
+    "/v1/collections/{name}/documents",
+    dependencies=[WriteAccess],
+    openapi_extra=openapi_body(DocumentsRequest),
+    status_code=202,
+    summary="Ingest documents (202 + job id with a queue; 200 + finished job in embedded mode)",
+)
+async def add_documents(name: str, request: Request) -> Response:
+    service = _service(request)
+    req = await read_body(request, DocumentsRequest)
+    if service.queued:
+        job_id = await run_in_threadpool(enqueue, name, req.documents, service=service)
+        return JSONResponse({"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
+    async with request.app.state.in_flight.slot():
+        status = await run_in_threadpool(ingest_documents, name, req.documents, service=service)
+    return JSONResponse(status.to_dict(), status_code=200)
+
+
+@router.get("/v1/jobs/{job_id}", dependencies=[ReadAccess], summary="A queued job's state and counts")
+async def get_job(job_id: str, request: Request) -> dict[str, Any]:
+    service = _service(request)
+    if not service.queued:
+        raise NotFound(
+            f"job {job_id!r} not found: this server runs in embedded mode (no Redis), where an "
+            "ingest request answers with the finished job itself"
+        )
+    if not _JOB_ID.fullmatch(job_id):
+        raise NotFound("job not found (job ids are letters, digits, '-' and '_')")
+    status = await run_in_threadpool(job_status, job_id, service=service)
+    return status.to_dict()
+
+
+@router.post(
+    "/v1/collections/{name}/search",
+    dependencies=[ReadAccess],
+    openapi_extra=openapi_body(SearchRequest),
+    summary="Search a collection with its own context",
+)
+async def search_collection(name: str, request: Request) -> dict[str, Any]:
+    service = _service(request)
+    req = await read_body(request, SearchRequest)
+    async with request.app.state.in_flight.slot():
+        hits = await run_in_threadpool(search, name, req.text, req.top_k, req.filter, service=service)
+    return {"results": [{"id": h.document_id, "score": h.score, "payload": h.payload} for h in hits]}
+
+
+@router.delete(
+    "/v1/collections/{name}/documents",
+    dependencies=[WriteAccess],
+    openapi_extra=openapi_body(DeleteRequest),
+    summary="Delete documents by id",
+)
+async def remove_documents(name: str, request: Request) -> dict[str, int]:
+    service = _service(request)
+    req = await read_body(request, DeleteRequest)
+    deleted = await run_in_threadpool(delete_documents, name, [str(i) for i in req.ids], service=service)
+    return {"deleted": deleted}
+
+
+@router.get("/v1/collections", dependencies=[ReadAccess], summary="Collections with sizes and context versions")
+async def get_collections(request: Request) -> dict[str, Any]:
+    infos = await run_in_threadpool(list_collections, service=_service(request))
+    return {
+        "object": "list",
+        "data": [{"name": c.name, "points": c.points, "context_version": c.context_version} for c in infos],
+    }

@@ -1,0 +1,109 @@
+"""Prometheus metrics of one app, in a registry of its own (several apps can share a process).
+
+Request counts and latencies are labelled by route template (never the raw path, which a
+client could make unbounded), the ingest queue depth is read from Redis at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.queue import INGEST_QUEUE
+
+log = logging.getLogger(__name__)
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+class _QueueDepth(Collector):
+    """Length of the Redis list that Celery's Redis broker keeps for the ingest queue."""
+
+    def __init__(self, client: Callable[[], redis.Redis | None]) -> None:
+        self._client = client
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        client = self._client()
+        if client is None:
+            return  # embedded mode: no queue
+        try:
+            depth = int(client.llen(INGEST_QUEUE))
+        except redis.RedisError as exc:
+            log.warning("queue depth unavailable: %s", exc)
+            return
+        family = self._family()
+        family.add_metric([], depth)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "cdeq_ingest_queue_depth", f"Batches waiting in the Redis list {INGEST_QUEUE!r}"
+        )
+
+
+class Metrics:
+    def __init__(self, redis_client: Callable[[], redis.Redis | None], in_flight: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cdeq_http_requests", "HTTP requests by route, method and status",
+            ["route", "method", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "cdeq_http_request_duration_seconds", "HTTP request latency by route and method",
+            ["route", "method"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )  # fmt: skip
+        self.tokens = Counter(
+            "cdeq_embedded_tokens", "Tokens embedded for /v1/embeddings, by input type",
+            ["input_type"], registry=self.registry,
+        )  # fmt: skip
+        gauge = Gauge(
+            "cdeq_embedding_requests_in_flight", "Embedding requests running now", registry=self.registry
+        )
+        gauge.set_function(lambda: float(in_flight()))
+        self.registry.register(_QueueDepth(redis_client))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """ASGI middleware that counts and times every request by its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless the app answers otherwise
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            label = str(getattr(route, "path", "unmatched"))
+            method = scope.get("method", "")
+            method = method if method in _METHODS else "other"
+            self.metrics.requests.labels(label, method, str(status)).inc()
+            self.metrics.latency.labels(label, method).observe(time.perf_counter() - started)

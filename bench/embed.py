@@ -1,0 +1,368 @@
+"""Embedding throughput of cde-small-v1 (full size, random weights) on this machine.
+
+    .venv/bin/python bench/embed.py [--corpus FILE] [--device cpu|cuda] [--dtypes float32,bfloat16]
+                                    [--n-docs N] [--model DIR]
+
+For each dtype, stage-2 throughput of `CdeEmbedder.embed_documents` against a naive baseline in
+the same run (batches of 32 in arrival order, padded to the longest, calling the model's second
+stage directly), and model FLOP utilisation (MFU) against the dense matmul rate measured here
+in the same dtype. Also stage-1 throughput, and the peak RSS of a fresh process that has
+loaded the full model in fp32. Prints one markdown table; progress goes to stderr.
+See bench/README.md for what the numbers mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from app.model import DOCUMENT_PREFIX, CdeEmbedder, sample_context  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+NAIVE_BATCH = 32
+# Defaults sized so the whole run takes ≤ ~10 minutes on a 2-core CPU (~1 s per document
+# in fp32 there: every text costs 520 prefix tokens + its own through 12 layers).
+DEFAULTS = {
+    "cpu": {"n_docs": 64, "context_docs": 64, "dtypes": "float32,bfloat16", "repeat": 1},
+    "cuda": {"n_docs": 2048, "context_docs": 512, "dtypes": "bfloat16", "repeat": 3},
+}
+# Matmul shapes of the model's projections (M tokens × K → N): Wqkv, out_proj, fc11/fc12, fc2.
+MATMUL_SHAPES = [(2048, 768, 2304), (2048, 768, 768), (2048, 768, 3072), (2048, 3072, 768)]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- corpus ------------------------------------------------------------------------------------
+def read_corpus(path: Path) -> list[str]:
+    """One text per line ('\\n' only: a stray '\\r' stays inside its text); blank lines dropped."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return [line for line in lines if line.strip()]
+
+
+def fallback_corpus(n: int = 4000, seed: int = 0) -> list[str]:
+    """Generated texts with a long tail of lengths: half short (5-40 words), a third medium
+    (40-200), a sixth long (200-700, many past 512 tokens), shuffled."""
+    from app.model.generic import generic_texts
+
+    mix = [(0.50, 5, 40), (0.35, 40, 200), (0.15, 200, 700)]
+    texts: list[str] = []
+    for i, (share, lo, hi) in enumerate(mix):
+        texts += generic_texts(int(n * share), seed=seed + i, min_words=lo, max_words=hi)
+    random.Random(seed).shuffle(texts)
+    return texts
+
+
+def sample_docs(texts: Sequence[str], n: int, seed: int) -> list[str]:
+    """n texts in random (arrival) order: without replacement while the corpus lasts."""
+    rng = random.Random(seed)
+    if n <= len(texts):
+        return rng.sample(list(texts), n)
+    return [rng.choice(texts) for _ in range(n)]
+
+
+# ---- checkpoint --------------------------------------------------------------------------------
+def full_checkpoint(texts: list[str], corpus_name: str) -> Path:
+    """A full-size random checkpoint whose tokenizer is trained on `texts`, cached in bench/out/."""
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
+    folder = OUT / f"cde-full-{Path(corpus_name).stem}-{digest}"
+    done = folder / ".complete"
+    if done.is_file():
+        log(f"reusing checkpoint {folder.relative_to(ROOT)}")
+        return folder
+    from app.model.tiny import make_checkpoint
+
+    log(f"building full-size random checkpoint in {folder.relative_to(ROOT)} (~1 GB, ~20 s)")
+    make_checkpoint(folder, size="full", seed=0, corpus=texts)
+    done.write_text("ok\n")
+    return folder
+
+
+def peak_rss_after_load(model_dir: Path) -> dict[str, float]:
+    """Load the model in fp32 on CPU in a fresh process; its memory before any activation."""
+    code = f"""
+import json, resource, sys
+sys.path.insert(0, {str(ROOT)!r})
+def status():
+    fields = dict(l.split(':', 1) for l in open('/proc/self/status'))
+    return {{k: int(fields[k].split()[0]) / 1024 for k in ('VmHWM', 'VmRSS')}}
+import torch
+from app.model import CdeEmbedder
+before = status()
+e = CdeEmbedder.from_pretrained({str(model_dir)!r}, device='cpu', dtype='float32')
+after = status()
+params = sum(p.numel() * p.element_size() for p in e.model.parameters()) / 2**20
+print(json.dumps({{'imports_rss_mib': before['VmRSS'], 'peak_rss_mib': after['VmHWM'],
+                  'rss_mib': after['VmRSS'], 'weights_mib': params,
+                  'ru_maxrss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---- measurement -------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeat: int = 1) -> tuple[float, object]:
+    """Best wall time of `repeat` calls, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        sync(device)
+        start = time.perf_counter()
+        result = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def matmul_rate(dtype: torch.dtype, device: torch.device, reps: int = 5) -> float:
+    """Dense matmul GFLOP/s: the best shape's best-of-`reps` over the model's projection shapes."""
+    best = 0.0
+    for M, K, N in MATMUL_SHAPES:
+        a = torch.randn(M, K, dtype=dtype, device=device)
+        b = torch.randn(K, N, dtype=dtype, device=device)
+        torch.matmul(a, b)  # warm-up (library init, caches)
+        seconds, _ = timed(lambda: torch.matmul(a, b), device, repeat=reps)
+        best = max(best, 2 * M * K * N / seconds / 1e9)
+    return best
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Sizes that fix the FLOP count."""
+
+    d: int = 768
+    inner: int = 3072
+    layers: int = 12
+    prefix: int = 520
+
+
+def stage2_flops(text_tokens: int, s: Shape) -> float:
+    """Useful FLOPs of one stage-2 text of `text_tokens` tokens (no padding).
+
+    Per layer and sequence of T = prefix + text tokens: 2·T·(D·3D + D·D + 3·D·inner) for the
+    projections and 4·T²·D for attention scores and weighted sum. The last layer only needs
+    what pooling reads: keys and values at all T positions, but queries, attention rows,
+    out_proj and MLP at the text positions alone — counted so, since the model skips the rest.
+    Plus the output projection (two D×D layers)."""
+    d, inner, T, L = s.d, s.inner, s.prefix + text_tokens, text_tokens
+    full_layer = 2 * T * (d * 3 * d + d * d + 3 * d * inner) + 4 * T * T * d
+    last_layer = 2 * T * d * 2 * d + 2 * L * (d * d + d * d + 3 * d * inner) + 4 * L * T * d
+    return (s.layers - 1) * full_layer + last_layer + 2 * 2 * d * d
+
+
+def naive_embed(
+    embedder: CdeEmbedder, ids: list[list[int]], prefix: torch.Tensor, dtype: torch.dtype
+) -> np.ndarray:
+    """The baseline: batches of 32 in arrival order, right-padded to the batch's longest text,
+    straight through the model's second stage."""
+    stage2 = embedder.model.second_stage_model
+    pad = int(embedder.tokenizer.pad_token_id or 0)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(ids), NAIVE_BATCH):
+            batch = ids[start : start + NAIVE_BATCH]
+            width = max(len(x) for x in batch)
+            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in batch])
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in batch])
+            raw = stage2(input_ids.to(embedder.device), mask.to(embedder.device), prefix.to(dtype))
+            out.append(torch.nn.functional.normalize(raw.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def dataset_embeddings(
+    embedder: CdeEmbedder, context_docs: list[str], device: torch.device, repeat: int
+) -> tuple[np.ndarray, float]:
+    """Stage 1 over `context_docs`; their outputs fill the 512 context slots the way
+    `sample_context` fills a small corpus. Returns the (512, D) embeddings and docs/s."""
+    if len(context_docs) == embedder.context_size:
+        seconds, ds = timed(lambda: embedder.embed_context(context_docs), device, repeat)
+        return np.asarray(ds), len(context_docs) / seconds
+    # Fewer documents than a context holds (a CPU-sized run): time stage 1 on them through the
+    # embedder's own batching, then reuse their outputs to fill the context.
+    ids, _ = embedder.tokenize(context_docs, DOCUMENT_PREFIX)
+    seconds, out = timed(
+        lambda: embedder._run(ids, embedder.model.first_stage_model, 0, None), device, repeat
+    )
+    picks = sample_context(list(range(len(context_docs))), embedder.context_size, seed=0)
+    return np.asarray(out)[picks], len(context_docs) / seconds
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def machine(device: torch.device) -> list[str]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines = [
+        f"- CPU: {cpu}, {cores} cores available (os.cpu_count {os.cpu_count()})",
+        f"- torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
+        f"Python {platform.python_version()}",
+    ]
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        lines.append(f"- GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, help="one text per line (default: generated texts)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--dtypes", help="comma-separated (cpu: float32,bfloat16; cuda: bfloat16)")
+    parser.add_argument("--n-docs", type=int, help="stage-2 documents (cpu 64, cuda 2048)")
+    parser.add_argument("--context-docs", type=int, help="stage-1 documents (cpu 64, cuda 512)")
+    parser.add_argument("--model", type=Path, help="an existing checkpoint instead of a random one")
+    parser.add_argument("--token-budget", type=int, help="override the device's default budget")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    parser.add_argument("--repeat", type=int, help="timed repetitions, best kept (cpu 1, cuda 3)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the baseline (faster)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    defaults = DEFAULTS[device.type]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtypes = [d.strip() for d in (args.dtypes or defaults["dtypes"]).split(",") if d.strip()]
+    n_docs = args.n_docs or defaults["n_docs"]
+    n_context = args.context_docs or defaults["context_docs"]
+    repeat = args.repeat or defaults["repeat"]
+    started = time.perf_counter()
+
+    if args.corpus:
+        texts, corpus_name = read_corpus(args.corpus), str(args.corpus)
+    else:
+        texts, corpus_name = fallback_corpus(seed=args.seed), "generated"
+    model_dir = args.model or full_checkpoint(texts, corpus_name)
+    log(f"peak RSS of a fresh process loading {model_dir.name} in fp32 ...")
+    rss = peak_rss_after_load(model_dir)
+
+    docs = sample_docs(texts, n_docs, args.seed)
+    context_docs = sample_docs(texts, n_context, args.seed + 1)
+    rows: list[dict[str, object]] = []
+    stage1: dict[str, float] = {}
+    reference: dict[str, np.ndarray] = {}
+    load_before = os.getloadavg()
+    naive_fp32_rate: float | None = None
+    for name in dtypes:
+        dtype = getattr(torch, name)
+        log(f"{name}: loading the model")
+        embedder = CdeEmbedder.from_pretrained(
+            model_dir, device=device, dtype=dtype, token_budget=args.token_budget
+        )
+        shape = Shape(
+            d=embedder.dim, inner=embedder.config.backbone.n_inner,
+            layers=embedder.config.backbone.n_layer, prefix=embedder.config.prefix_length,
+        )  # fmt: skip
+        rate_before = matmul_rate(dtype, device)
+        log(f"{name}: matmul {rate_before:.0f} GFLOP/s; stage 1 on {len(context_docs)} docs")
+        ds, stage1[name] = dataset_embeddings(embedder, context_docs, device, repeat)
+
+        ids, _ = embedder.tokenize(docs, DOCUMENT_PREFIX)
+        text_tokens = [len(x) for x in ids]
+        tokens = sum(text_tokens) + shape.prefix * len(ids)
+        useful = sum(stage2_flops(n, shape) for n in text_tokens)
+        embedder.embed_documents(docs[:4], ds)  # warm-up: kernels, allocator
+        log(f"{name}: cdeq embed_documents on {len(docs)} docs ({tokens} tokens)")
+        seconds, got = timed(lambda: embedder.embed_documents(docs, ds), device, repeat)
+        vectors = np.asarray(got)
+        measured = {"cdeq": seconds}
+        if not args.no_naive:
+            prefix = embedder.model.second_stage_model.prefix(
+                embedder.check_dataset_embeddings(ds)
+            )
+            log(f"{name}: naive baseline")
+            seconds, naive_vectors = timed(
+                lambda: naive_embed(embedder, ids, prefix, dtype), device, repeat
+            )
+            measured["naive"] = seconds
+            agree = float((vectors * naive_vectors).sum(1).min())
+            log(f"{name}: min cosine cdeq vs naive {agree:.7f}")
+        rate = max(rate_before, matmul_rate(dtype, device))
+        reference[name] = vectors
+        for impl, sec in measured.items():
+            rows.append({
+                "dtype": name, "impl": impl, "seconds": sec, "docs_per_s": len(docs) / sec,
+                "tokens_per_s": tokens / sec, "gflops": useful / sec / 1e9, "matmul": rate,
+            })  # fmt: skip
+        if name == "float32" and "naive" in measured:
+            naive_fp32_rate = len(docs) / measured["naive"]
+        del embedder
+        gc.collect()
+
+    # ---- report ----------------------------------------------------------------------------
+    naive_rate = {r["dtype"]: r["docs_per_s"] for r in rows if r["impl"] == "naive"}
+    print(f"## cde-small-v1 embedding throughput ({device.type})\n")
+    print("\n".join(machine(device)))
+    print(
+        f"- corpus: {corpus_name} ({len(texts)} texts); stage 2 on {len(docs)} sampled documents "
+        f"in arrival order; {sum(text_tokens)} text tokens + {shape.prefix}-token prefix each; "
+        f"token budget {args.token_budget or 'default'}"
+    )
+    print(
+        f"- load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after "
+        "(other work on the machine skews every number)\n"
+    )
+    print(
+        "| dtype | pipeline | docs/s | tokens/s | speedup vs naive | vs naive fp32 | MFU "
+        "| matmul GFLOP/s |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        same = naive_rate.get(r["dtype"])
+        speedup = f"{r['docs_per_s'] / same:.2f}x" if same else "-"
+        vs_fp32 = f"{r['docs_per_s'] / naive_fp32_rate:.2f}x" if naive_fp32_rate else "-"
+        label = "cdeq `embed_documents`" if r["impl"] == "cdeq" else "naive (32/batch, padded)"
+        print(
+            f"| {r['dtype']} | {label} | {r['docs_per_s']:.2f} | {r['tokens_per_s']:,.0f} "
+            f"| {speedup} | {vs_fp32} | {r['gflops'] / r['matmul']:.0%} | {r['matmul']:.0f} |"
+        )
+    print()
+    for name, rate in stage1.items():
+        print(f"- stage 1 (`embed_context` batching) {name}: {rate:.2f} docs/s on {len(context_docs)} docs")
+    if "float32" in reference and "bfloat16" in reference:
+        cos = (reference["float32"] * reference["bfloat16"]).sum(1)
+        print(f"- bfloat16 vs float32 vectors: min cosine {cos.min():.5f}, mean {cos.mean():.5f}")
+    print(
+        f"- peak RSS after loading the full model in fp32 (fresh process, before any "
+        f"activation): {rss['peak_rss_mib']:,.0f} MiB (VmHWM; weights {rss['weights_mib']:,.0f} "
+        f"MiB, torch + imports {rss['imports_rss_mib']:,.0f} MiB, RSS after load "
+        f"{rss['rss_mib']:,.0f} MiB)"
+    )
+    print(f"- wall time of this run: {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "stage1": stage1, "rss": rss}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

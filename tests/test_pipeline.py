@@ -1,0 +1,317 @@
+"""The ingestion pipeline end to end with real parts: Redis, Celery workers (in-process and
+a separate process), Qdrant local mode, the tiny model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+
+from app.config import Settings
+from app.errors import InvalidInput, NotFound, StoreUnavailable
+from app.ingest import ingest_documents
+from app.jobs import enqueue, job_status
+from app.model import CdeEmbedder
+from app.model.generic import generic_texts
+from app.query import create_collection, delete_documents, list_collections, search
+from app.service import Cdeq
+from app.store import QdrantStore
+from workers.celery_app import create_app, set_worker_service
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def documents(n: int, seed: int = 21) -> list[dict[str, Any]]:
+    texts = generic_texts(n, seed=seed, min_words=20, max_words=120)
+    return [{"id": f"doc-{i}", "text": t, "metadata": {"n": i, "even": i % 2 == 0}} for i, t in enumerate(texts)]
+
+
+def make_settings(model_dir: Path, qdrant_path: Path, *, queued: bool = True, **ingest: Any) -> Settings:
+    return Settings(
+        model={"name": str(model_dir), "device": "cpu"},
+        redis={"url": REDIS_URL if queued else None},
+        qdrant={"path": str(qdrant_path)},
+        ingest={"batch_size": 32, "retry_backoff_max_s": 1, **ingest},
+    )
+
+
+def wait_finished(job_id: str, svc: Cdeq, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = job_status(job_id, service=svc)
+        if status.finished:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished after {timeout}s: {job_status(job_id, service=svc)}")
+
+
+@pytest.fixture()
+def clean_redis() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+class CountingEmbedder:
+    """The real embedder, counting stage-1 runs (a spy, not a mock)."""
+
+    def __init__(self, inner: CdeEmbedder) -> None:
+        self.inner = inner
+        self.context_calls = 0
+
+    def embed_context(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        self.context_calls += 1
+        return self.inner.embed_context(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class FlakyStore(QdrantStore):
+    """A real local-mode store whose first `failures` upserts raise StoreUnavailable, the way
+    a Qdrant outage surfaces (simulated: no server can be stopped and restarted here)."""
+
+    failures = 0
+
+    def upsert(self, physical: str, points: Any) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("simulated Qdrant outage", retry_after_s=0.1)
+        super().upsert(physical, points)
+
+
+@pytest.fixture()
+def service(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis) -> Iterator[Cdeq]:
+    svc = Cdeq(make_settings(tiny_model_dir, tmp_path / "qdrant"), embedder=CountingEmbedder(embedder))  # type: ignore[arg-type]
+    yield svc
+    svc.close()
+
+
+@pytest.fixture()
+def worker(service: Cdeq) -> Iterator[Cdeq]:
+    """A real Celery worker consuming the Redis queue in a thread of this process, sharing
+    the test's service (local Qdrant is single-process)."""
+    app = create_app(service.settings)
+    set_worker_service(service)
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30):
+        yield service
+    set_worker_service(None)
+
+
+# ---- end to end ------------------------------------------------------------------------------
+def test_queue_to_qdrant_end_to_end(worker: Cdeq) -> None:
+    svc = worker
+    docs = documents(300)
+    job_id = enqueue("papers", docs, service=svc)
+    status = wait_finished(job_id, svc)
+    assert (status.state, status.total, status.succeeded, status.failed) == ("done", 300, 300, 0)
+    assert status.batches == status.batches_done == 10
+    assert svc.store.count("papers") == 300
+    # stage 1 ran once for the whole job, and one context version exists
+    assert svc.embedder.context_calls == 1  # type: ignore[attr-defined]
+    assert svc.contexts.builds == 1
+    context = svc.contexts.current("papers")
+    assert svc.store.next_context_version("papers") == context.version + 1
+    record = svc.store.load_context("papers")
+    assert record is not None and len(record.sampled_ids) == svc.embedder.context_size
+    assert set(record.sampled_ids) <= {d["id"] for d in docs}
+    # a document's own text finds it first; the query used the documents' context version
+    for doc in docs[::30]:
+        hits = search("papers", doc["text"], top_k=3, service=svc)
+        assert hits[0].document_id == doc["id"]
+        assert hits[0].payload["context_version"] == context.version
+        assert hits[0].payload["metadata"] == doc["metadata"]
+        assert hits[0].payload["text"] == doc["text"]
+        assert hits[0].score >= hits[1].score
+    # a second job into the same collection reuses the context
+    second = enqueue("papers", documents(40, seed=99)[:40], service=svc)
+    assert wait_finished(second, svc).state == "done"
+    assert svc.embedder.context_calls == 1  # type: ignore[attr-defined]
+    assert [c.name for c in list_collections(service=svc)] == ["papers"]
+
+
+def test_same_job_enqueued_twice_leaves_no_duplicates(worker: Cdeq) -> None:
+    docs = documents(70)
+    first = enqueue("dupes", docs, service=worker)
+    second = enqueue("dupes", docs, service=worker)
+    assert wait_finished(first, worker).succeeded == 70
+    assert wait_finished(second, worker).succeeded == 70
+    assert worker.store.count("dupes") == 70
+
+
+def test_store_outage_is_retried_until_it_returns(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis) -> None:
+    settings = make_settings(tiny_model_dir, tmp_path / "qdrant")
+    store = FlakyStore.from_settings(settings.qdrant, dim=embedder.dim)
+    svc = Cdeq(settings, embedder=embedder, store=store)
+    from migrations import migrate
+
+    migrate(store)
+    store.failures = 3
+    app = create_app(settings)
+    set_worker_service(svc)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="ERROR", shutdown_timeout=30):
+            job_id = enqueue("flaky", documents(40), service=svc)
+            status = wait_finished(job_id, svc)
+        assert store.failures == 0
+        assert (status.state, status.succeeded, status.failed) == ("done", 40, 0)
+        assert store.count("flaky") == 40
+    finally:
+        set_worker_service(None)
+        svc.close()
+
+
+def test_retries_exhausted_fail_the_job_with_reasons(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis) -> None:
+    settings = make_settings(tiny_model_dir, tmp_path / "qdrant", max_retries=1)
+    store = FlakyStore.from_settings(settings.qdrant, dim=embedder.dim)
+    svc = Cdeq(settings, embedder=embedder, store=store)
+    from migrations import migrate
+
+    migrate(store)
+    store.failures = 10**6
+    app = create_app(settings)
+    set_worker_service(svc)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="CRITICAL", shutdown_timeout=30):
+            job_id = enqueue("down", documents(10), service=svc)
+            status = wait_finished(job_id, svc)
+    finally:
+        set_worker_service(None)
+        svc.close()
+    assert (status.state, status.failed, status.succeeded) == ("failed", 10, 0)
+    assert set(status.errors) == {f"doc-{i}" for i in range(10)}
+    assert all("simulated Qdrant outage" in reason for reason in status.errors.values())
+
+
+def test_bad_documents_reject_the_whole_call(service: Cdeq, clean_redis: redis.Redis) -> None:
+    docs = [*documents(5), {"id": "doc-1", "text": "dup"}, {"id": "e", "text": " "}, {"text": "no id"}]
+    with pytest.raises(InvalidInput) as err:
+        enqueue("rejected", docs, service=service)
+    assert len(err.value.problems) == 3
+    assert "documents[5].id: 'doc-1' duplicates documents[1].id" in err.value.problems
+    assert clean_redis.dbsize() == 0  # nothing recorded, nothing queued
+
+
+def test_job_status_reports_truncation_and_unknown_jobs(worker: Cdeq) -> None:
+    docs = [{"id": "long", "text": "word " * 900}, *documents(3)]
+    status = wait_finished(enqueue("trunc", docs, service=worker), worker)
+    assert status.state == "done" and status.truncated == 1
+    assert status.warnings == {"long": "truncated: only the first 512 tokens were embedded"}
+    with pytest.raises(NotFound):
+        job_status("no-such-job", service=worker)
+
+
+# ---- embedded mode (no Redis) ------------------------------------------------------------------
+def test_embedded_mode_runs_in_process(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path) -> None:
+    svc = Cdeq(make_settings(tiny_model_dir, tmp_path / "qdrant", queued=False), embedder=embedder)
+    try:
+        seen: list[int] = []
+        status = ingest_documents("local", documents(100), service=svc, on_progress=lambda d, t: seen.append(d))
+        assert (status.state, status.succeeded) == ("done", 100)
+        assert seen[-1] == 100 and seen == sorted(seen)
+        assert search("local", documents(100)[7]["text"], service=svc)[0].document_id == "doc-7"
+        with pytest.raises(StoreUnavailable, match="job records need Redis"):
+            job_status("x", service=svc)
+        assert delete_documents("local", ["doc-7", "doc-8", "nope"], service=svc) == 2
+        assert svc.store.count("local") == 98
+        with pytest.raises(NotFound, match="does not exist"):
+            search("missing", "text", service=svc)
+        with pytest.raises(InvalidInput, match="top_k"):
+            search("local", "text", top_k=0, service=svc)
+        with pytest.raises(InvalidInput, match="text"):
+            search("local", "  ", service=svc)
+    finally:
+        svc.close()
+
+
+def test_small_first_job_uses_the_generic_context(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path) -> None:
+    svc = Cdeq(make_settings(tiny_model_dir, tmp_path / "qdrant", queued=False), embedder=embedder)
+    try:
+        ingest_documents("few", documents(5), service=svc)
+        ingest_documents("many", documents(60), service=svc)
+        few, many = svc.contexts.current("few"), svc.contexts.current("many")
+        assert few.source == "generic" and many.source == "corpus"
+        np.testing.assert_allclose(few.dataset_embeddings, svc.contexts.generic(), atol=1e-6)
+    finally:
+        svc.close()
+
+
+def test_create_collection_with_explicit_context(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path) -> None:
+    svc = Cdeq(make_settings(tiny_model_dir, tmp_path / "qdrant", queued=False), embedder=embedder)
+    try:
+        corpus = generic_texts(50, seed=5)
+        assert create_collection("explicit", context_texts=corpus, service=svc) == 1
+        expected = embedder.embed_context(corpus)
+        np.testing.assert_allclose(svc.contexts.current("explicit").dataset_embeddings, expected, atol=1e-6)
+        ingest_documents("explicit", documents(10), service=svc)
+        assert svc.contexts.current("explicit").version == 1  # the given context was kept
+        with pytest.raises(InvalidInput, match="already exists"):
+            create_collection("explicit", context_texts=corpus, service=svc)
+        with pytest.raises(InvalidInput, match="fewer than the minimum"):
+            create_collection("tiny-ctx", context_texts=["a", "b"], service=svc)
+    finally:
+        svc.close()
+
+
+# ---- a worker process killed mid-batch --------------------------------------------------------------
+@pytest.mark.slow
+def test_worker_killed_mid_batch_redelivers_exactly_once(tiny_model_dir: Path, tmp_path: Path, clean_redis: redis.Redis) -> None:
+    marker = tmp_path / "killed-pid"
+    qdrant_path = tmp_path / "qdrant"
+    env = {
+        **os.environ,
+        "CDEQ_REDIS__URL": REDIS_URL,
+        "CDEQ_QDRANT__PATH": str(qdrant_path),
+        "CDEQ_MODEL__NAME": str(tiny_model_dir),
+        "CDEQ_MODEL__DEVICE": "cpu",
+        "CDEQ_INGEST__BATCH_SIZE": "40",
+        "CDEQ_TEST_KILL_MARKER": str(marker),
+        "PYTHONPATH": str(ROOT),
+    }
+    settings = make_settings(tiny_model_dir, qdrant_path, batch_size=40)
+    producer = Cdeq(settings)  # Redis only: never opens the worker's Qdrant folder
+    docs = documents(120)
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.slow_worker"], env=env, cwd=ROOT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        job_id = enqueue("killed", docs, service=producer)
+        deadline = time.monotonic() + 90
+        while not marker.exists():
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline, "the worker never reached the upsert"
+            time.sleep(0.1)
+        time.sleep(0.2)
+        os.kill(int(marker.read_text()), signal.SIGKILL)  # the pool process, mid-batch
+        status = wait_finished(job_id, producer, timeout=120)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        log.close()
+        producer.close()
+    assert (status.state, status.total, status.succeeded, status.failed) == ("done", 120, 120, 0), (tmp_path / "worker.log").read_text()
+    store = QdrantStore.from_settings(settings.qdrant, dim=64)
+    try:
+        assert store.count("killed") == 120
+        assert set(store.get_documents("killed", [d["id"] for d in docs])) == {d["id"] for d in docs}
+    finally:
+        store.close()
