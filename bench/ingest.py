@@ -1,0 +1,149 @@
+"""End-to-end ingest throughput (Redis → Celery worker process → Qdrant) against the
+embedder's own throughput on the same documents and model, in the same run.
+
+    .venv/bin/python bench/ingest.py [--corpus FILE] [--n-docs N] [--model DIR | --size tiny|full]
+                                     [--batch-size B] [--redis URL]
+
+The collection's context is built first (stage 1, once) and timed apart; the ingest job is
+then timed from `enqueue` to the job's `done`, with a worker already started. The worker is
+a real `cdeq worker --pool solo` process; Qdrant is local mode (owned by the worker while it
+runs). Prints one markdown table; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+import torch  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from app.jobs import enqueue, job_status, split  # noqa: E402
+from app.documents import Document  # noqa: E402
+from app.model.generic import generic_texts  # noqa: E402
+from app.model.tiny import make_checkpoint  # noqa: E402
+from app.query import create_collection  # noqa: E402
+from app.service import Cdeq  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def corpus_texts(path: str | None, n: int, seed: int) -> list[str]:
+    if path:
+        lines = [line for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
+    else:
+        lines = generic_texts(max(n, 600), seed=seed, min_words=10, max_words=400)
+    rng = random.Random(seed)
+    return [rng.choice(lines) if n > len(lines) else t for t in rng.sample(lines, min(n, len(lines)))] + [
+        rng.choice(lines) for _ in range(max(0, n - len(lines)))
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", help="one text per line (default: generated texts)")
+    parser.add_argument("--n-docs", type=int, default=2000)
+    parser.add_argument("--model", help="checkpoint folder (default: a random one of --size)")
+    parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
+    parser.add_argument("--batch-size", type=int, default=64, help="documents per worker task")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="a Redis db this bench may flush")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="cdeq-bench-ingest-"))
+    texts = corpus_texts(args.corpus, args.n_docs, args.seed)
+    model_dir = Path(args.model) if args.model else make_checkpoint(work / "model", size=args.size, corpus=texts)
+    settings = Settings(
+        model={"name": str(model_dir), "device": "cpu"},
+        redis={"url": args.redis},
+        qdrant={"path": str(work / "qdrant")},
+        ingest={"batch_size": args.batch_size},
+    )
+    docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)]
+    rdb = redis.Redis.from_url(args.redis)
+    rdb.flushdb()
+
+    svc = Cdeq(settings)
+    embedder = svc.embedder
+    log(f"model {model_dir} (dim {embedder.dim}, context {embedder.context_size}); {len(docs)} documents")
+    t0 = time.perf_counter()
+    create_collection("bench", context_texts=texts[: max(64, embedder.context_size)], service=svc)
+    stage1_s = time.perf_counter() - t0
+    context = svc.contexts.current("bench").dataset_embeddings
+
+    log("embedder alone: all documents in one call")
+    t0 = time.perf_counter()
+    result = embedder.embed_documents(texts, context)
+    alone_s = time.perf_counter() - t0
+    tokens = sum(result.token_counts)
+    log("embedder alone: in the worker's batches")
+    t0 = time.perf_counter()
+    for batch in split([Document(d["id"], d["text"]) for d in docs], args.batch_size):
+        embedder.embed_documents([d.text for d in batch], context)
+    batched_s = time.perf_counter() - t0
+    svc.close()  # the worker process owns the local Qdrant folder from here on
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CDEQ_REDIS__URL": args.redis,
+           "CDEQ_QDRANT__PATH": str(work / "qdrant"), "CDEQ_MODEL__NAME": str(model_dir),
+           "CDEQ_MODEL__DEVICE": "cpu", "CDEQ_INGEST__BATCH_SIZE": str(args.batch_size)}  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--pool", "solo", "--loglevel", "WARNING"],
+        env=env, cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    producer = Cdeq(settings)
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run([sys.executable, "-m", "app.cli", "worker-health", "--timeout", "2"],
+                             env=env, cwd=ROOT, capture_output=True).returncode != 0:  # fmt: skip
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise SystemExit("the worker did not start")
+            time.sleep(1)
+        log("pipeline: enqueue → worker → Qdrant")
+        t0 = time.perf_counter()
+        job_id = enqueue("bench", docs, service=producer)
+        while not (status := job_status(job_id, service=producer)).finished:
+            time.sleep(0.05)
+        pipeline_s = time.perf_counter() - t0
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(60)
+        producer.close()
+        rdb.flushdb()
+    if status.state != "done":
+        raise SystemExit(f"job ended {status.state}: {status.errors}")
+    check = Cdeq(settings)
+    stored = check.store.count("bench")
+    versions = check.store.next_context_version("bench") - 1
+    check.close()
+
+    n = len(docs)
+    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads); model dim {embedder.dim}, "
+          f"{n} documents, {tokens / n:.0f} text tokens/doc, worker batches of {args.batch_size}\n")  # fmt: skip
+    print("| path | seconds | docs/s | vs embedder alone (one call) |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in (("embedder alone, one call", alone_s), ("embedder alone, worker-sized batches", batched_s),
+                          ("pipeline: Redis → worker → Qdrant", pipeline_s)):  # fmt: skip
+        print(f"| {name} | {seconds:.2f} | {n / seconds:.1f} | {alone_s / seconds:.0%} |")
+    print(f"\nstage 1 (context of {embedder.context_size}) once: {stage1_s:.2f} s; context versions: {versions}; "
+          f"points stored: {stored}/{n}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
