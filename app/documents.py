@@ -11,7 +11,7 @@ from typing import Any
 
 from app.errors import InvalidInput
 
-COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 # Physical collections are NAME__c<version>; the metadata collection is cdeq_meta.
 RESERVED_NAME = re.compile(r"__c[0-9]+$|^cdeq_meta$")
 MAX_ID_CHARS = 256
@@ -35,13 +35,13 @@ class Document:
 
 
 def check_collection_name(name: object, field_name: str = "collection") -> str:
-    if isinstance(name, str) and COLLECTION_NAME.match(name) and RESERVED_NAME.search(name):
+    if isinstance(name, str) and COLLECTION_NAME.fullmatch(name) and RESERVED_NAME.search(name):
         raise InvalidInput(
             f"{field_name}: {name!r} is reserved (names ending in '__c<number>' and 'cdeq_meta' "
             "are cdeq's own)",
             field=field_name,
         )
-    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+    if not isinstance(name, str) or not COLLECTION_NAME.fullmatch(name):
         shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:80] + "…")
         raise InvalidInput(
             f"{field_name}: {shown} is not a valid collection name: use 1-63 characters, "

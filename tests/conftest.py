@@ -96,3 +96,22 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, store_token: str) -> I
             if store_token in collection.name:
                 qstore.client.delete_collection(collection.name)
     qstore.close()
+
+
+# ---- HTTP API (tests/test_api*.py) --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def api_service(tmp_path_factory: pytest.TempPathFactory, embedder: CdeEmbedder) -> Iterator[object]:
+    """An embedded-mode service (no Redis) over a private local Qdrant folder, for one module.
+
+    Settings groups are passed explicitly, so CDEQ_* variables of the environment cannot leak in."""
+    from app.config import ApiSettings, QdrantSettings, RedisSettings, Settings
+    from app.service import Cdeq
+
+    settings = Settings(
+        qdrant=QdrantSettings(path=str(tmp_path_factory.mktemp("api-qdrant"))),
+        redis=RedisSettings(url=None),
+        api=ApiSettings(),
+    )
+    service = Cdeq(settings, embedder=embedder)
+    yield service
+    service.close()

@@ -54,7 +54,7 @@ def test_every_problem_is_listed_at_once() -> None:
         assert problem.startswith(start), (problem, start)
 
 
-@pytest.mark.parametrize("name", ["", "..", "a/b", "%2F", "Upper", "-lead", "x" * 64, "sp ace", None, 5])
+@pytest.mark.parametrize("name", ["", "..", "a/b", "%2F", "Upper", "-lead", "x" * 64, "sp ace", "trail\n", None, 5])
 def test_bad_collection_names(name: object) -> None:
     with pytest.raises(InvalidInput, match="not a valid collection name"):
         check_collection_name(name)

@@ -107,10 +107,14 @@ def exposure_check(api: ApiSettings, keys: KeyRing) -> None:
             "open on purpose",
             field="api.keys",
         )
-    log.warning("no API keys configured and --open given: the API on %s is OPEN to the network", api.host)
+    log.warning(
+        "no API keys configured and --open given: the API on %s is OPEN to the network", api.host
+    )
 
 
-_bearer = HTTPBearer(auto_error=False, description="an API key from CDEQ_API__KEYS or CDEQ_API__READ_ONLY_KEYS")
+_bearer = HTTPBearer(
+    auto_error=False, description="an API key from CDEQ_API__KEYS or CDEQ_API__READ_ONLY_KEYS"
+)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
@@ -134,7 +138,9 @@ def require_read(request: Request, credentials: Credentials) -> Access:
 def require_write(request: Request, credentials: Credentials) -> Access:
     access = _access(request, credentials)
     if access is Access.READ:
-        raise Forbidden("this API key is read-only; this route changes data and needs a read-write key")
+        raise Forbidden(
+            "this API key is read-only; this route changes data and needs a read-write key"
+        )
     return access
 
 

@@ -32,6 +32,8 @@ def _service(request: Request) -> Cdeq:
     return service
 
 
+
+
 @router.post(
     "/v1/collections/{name}/documents",
     dependencies=[WriteAccess],
@@ -43,14 +45,22 @@ async def add_documents(name: str, request: Request) -> Response:
     service = _service(request)
     req = await read_body(request, DocumentsRequest)
     if service.queued:
-        job_id = await run_in_threadpool(enqueue, name, req.documents, service=service)
-        return JSONResponse({"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
+        job_id = await run_in_threadpool(
+            enqueue, name, req.documents, service=service
+        )
+        return JSONResponse(
+            {"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"}
+        )
     async with request.app.state.in_flight.slot():
-        status = await run_in_threadpool(ingest_documents, name, req.documents, service=service)
+        status = await run_in_threadpool(
+            ingest_documents, name, req.documents, service=service
+        )
     return JSONResponse(status.to_dict(), status_code=200)
 
 
-@router.get("/v1/jobs/{job_id}", dependencies=[ReadAccess], summary="A queued job's state and counts")
+@router.get(
+    "/v1/jobs/{job_id}", dependencies=[ReadAccess], summary="A queued job's state and counts"
+)
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     service = _service(request)
     if not service.queued:
@@ -74,8 +84,12 @@ async def search_collection(name: str, request: Request) -> dict[str, Any]:
     service = _service(request)
     req = await read_body(request, SearchRequest)
     async with request.app.state.in_flight.slot():
-        hits = await run_in_threadpool(search, name, req.text, req.top_k, req.filter, service=service)
-    return {"results": [{"id": h.document_id, "score": h.score, "payload": h.payload} for h in hits]}
+        hits = await run_in_threadpool(
+            search, name, req.text, req.top_k, req.filter, service=service
+        )
+    return {
+        "results": [{"id": h.document_id, "score": h.score, "payload": h.payload} for h in hits]
+    }
 
 
 @router.delete(
@@ -87,14 +101,25 @@ async def search_collection(name: str, request: Request) -> dict[str, Any]:
 async def remove_documents(name: str, request: Request) -> dict[str, int]:
     service = _service(request)
     req = await read_body(request, DeleteRequest)
-    deleted = await run_in_threadpool(delete_documents, name, [str(i) for i in req.ids], service=service)
+    deleted = await run_in_threadpool(
+        delete_documents, name, req.document_ids(), service=service
+    )
     return {"deleted": deleted}
 
 
-@router.get("/v1/collections", dependencies=[ReadAccess], summary="Collections with sizes and context versions")
+@router.get(
+    "/v1/collections",
+    dependencies=[ReadAccess],
+    summary="Collections with sizes and context versions",
+)
 async def get_collections(request: Request) -> dict[str, Any]:
-    infos = await run_in_threadpool(list_collections, service=_service(request))
+    infos = await run_in_threadpool(
+        list_collections, service=_service(request)
+    )
     return {
         "object": "list",
-        "data": [{"name": c.name, "points": c.points, "context_version": c.context_version} for c in infos],
+        "data": [
+            {"name": c.name, "points": c.points, "context_version": c.context_version}
+            for c in infos
+        ],
     }

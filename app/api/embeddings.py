@@ -70,7 +70,9 @@ def _texts(value: Any, max_inputs: int) -> list[str]:
                 field=where,
             )
         if not isinstance(item, str):
-            raise InvalidInput(f"input[{i}]: must be a string, got {type(item).__name__}", field=f"input[{i}]")
+            raise InvalidInput(
+                f"input[{i}]: must be a string, got {type(item).__name__}", field=f"input[{i}]"
+            )
     return list(value)
 
 
@@ -120,7 +122,9 @@ def embed(service: Cdeq, job: Plan, model_name: str) -> Result:
     if not job.truncate:
         for kind, indices in groups.items():
             prefix = QUERY_PREFIX if kind == "query" else DOCUMENT_PREFIX
-            _, cut = embedder.tokenize([job.texts[i] for i in indices], prefix) if indices else ([], [])
+            _, cut = (
+                embedder.tokenize([job.texts[i] for i in indices], prefix) if indices else ([], [])
+            )
             for i, was_cut in zip(indices, cut, strict=True):
                 if was_cut:
                     raise PayloadTooLarge(
@@ -145,7 +149,11 @@ def embed(service: Cdeq, job: Plan, model_name: str) -> Result:
         used[kind] = sum(out.token_counts)
     data: list[dict[str, Any]] = []
     for i, vector in enumerate(vectors):
-        item: dict[str, Any] = {"object": "embedding", "index": i, "embedding": _encode(vector, job.encoding)}
+        item: dict[str, Any] = {
+            "object": "embedding",
+            "index": i,
+            "embedding": _encode(vector, job.encoding),
+        }
         if truncated[i]:
             item["truncated"] = True
         data.append(item)
@@ -175,7 +183,9 @@ async def create_embeddings(request: Request) -> Response:
     req = await read_body(request, EmbeddingsRequest)
     job = plan(req, api, model_names=request.app.state.model_names, dim=service.embedder.dim)
     async with request.app.state.in_flight.slot():
-        result = await run_in_threadpool(embed, service, job, api.model_name)
+        result = await run_in_threadpool(
+            embed, service, job, api.model_name
+        )
     for kind, count in result.tokens.items():
         request.app.state.metrics.tokens.labels(kind).inc(count)
     return Response(result.body, media_type="application/json")

@@ -149,7 +149,10 @@ async def _validation(request: Request, exc: Exception) -> Response:
     first = errors[0] if errors else {}
     code = "missing_required_parameter" if first.get("type") == "missing" else "invalid_value"
     return error_response(
-        400, "; ".join(problems) or "invalid request", param=param_path(first.get("loc", ())), code=code
+        400,
+        "; ".join(problems) or "invalid request",
+        param=param_path(first.get("loc", ())),
+        code=code,
     )
 
 
@@ -160,33 +163,49 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 async def _context_not_ready(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ContextNotReady)
     return error_response(
-        503, str(exc), type_=SERVER_ERROR, code="context_not_ready", headers=retry_after(exc.retry_after_s)
+        503,
+        str(exc),
+        type_=SERVER_ERROR,
+        code="context_not_ready",
+        headers=retry_after(exc.retry_after_s),
     )
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StoreUnavailable)
     return error_response(
-        503, str(exc), type_=SERVER_ERROR, code="store_unavailable", headers=retry_after(exc.retry_after_s)
+        503,
+        str(exc),
+        type_=SERVER_ERROR,
+        code="store_unavailable",
+        headers=retry_after(exc.retry_after_s),
     )
 
 
 async def _overloaded(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Overloaded)
     return error_response(
-        429, str(exc), type_="rate_limit_error", code="overloaded", headers=retry_after(exc.retry_after_s)
+        429,
+        str(exc),
+        type_="rate_limit_error",
+        code="overloaded",
+        headers=retry_after(exc.retry_after_s),
     )
 
 
 async def _model_load(request: Request, exc: Exception) -> Response:
     log.error("model unavailable: %s", exc)
-    return error_response(503, "the model is not available", type_=SERVER_ERROR, code="model_unavailable")
+    return error_response(
+        503, "the model is not available", type_=SERVER_ERROR, code="model_unavailable"
+    )
 
 
 async def _cdeq_error(request: Request, exc: Exception) -> Response:
     # A failure of ours or of a dependency's configuration: logged here, never shown in full.
     log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
-    return error_response(500, "internal error (see the server log)", type_=SERVER_ERROR, code="internal_error")
+    return error_response(
+        500, "internal error (see the server log)", type_=SERVER_ERROR, code="internal_error"
+    )
 
 
 _HTTP_CODES = {
@@ -207,13 +226,19 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         message = f"method {request.method} is not allowed on {request.url.path}"
     type_ = SERVER_ERROR if exc.status_code >= 500 else INVALID_REQUEST
     return error_response(
-        exc.status_code, message, type_=type_, code=_HTTP_CODES.get(exc.status_code), headers=exc.headers
+        exc.status_code,
+        message,
+        type_=type_,
+        code=_HTTP_CODES.get(exc.status_code),
+        headers=exc.headers,
     )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Reached through Starlette's ServerErrorMiddleware, which logs the traceback itself.
-    return error_response(500, "internal error (see the server log)", type_=SERVER_ERROR, code="internal_error")
+    return error_response(
+        500, "internal error (see the server log)", type_=SERVER_ERROR, code="internal_error"
+    )
 
 
 def install(app: FastAPI) -> None:

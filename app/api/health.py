@@ -42,8 +42,10 @@ def _checks(service: Cdeq) -> dict[str, str]:
         checks["redis"] = "not used (embedded mode)"
     try:
         version = service.store.schema_version()
-        checks["qdrant"] = "ok" if version >= LATEST_SCHEMA else (
-            f"schema version {version} < {LATEST_SCHEMA}: run `cdeq migrate`"
+        checks["qdrant"] = (
+            "ok"
+            if version >= LATEST_SCHEMA
+            else (f"schema version {version} < {LATEST_SCHEMA}: run `cdeq migrate`")
         )
     except CdeqError as exc:
         checks["qdrant"] = f"unreachable: {type(exc).__name__}"
@@ -56,7 +58,9 @@ _OK = ("ok", "not used (embedded mode)")
 
 @router.get("/readyz", summary="Ready to serve: model loaded, Redis and Qdrant reachable")
 async def readyz(request: Request) -> Response:
-    checks = await run_in_threadpool(_checks, request.app.state.service)
+    checks = await run_in_threadpool(
+        _checks, request.app.state.service
+    )
     failed = {name: state for name, state in checks.items() if state not in _OK}
     if not failed:
         return Response(_json({"status": "ready", "checks": checks}), media_type="application/json")
@@ -65,7 +69,9 @@ async def readyz(request: Request) -> Response:
         "error": {"message": message, "type": SERVER_ERROR, "param": None, "code": "not_ready"},
         "checks": checks,
     }
-    return Response(_json(body), status_code=503, media_type="application/json", headers={"Retry-After": "5"})
+    return Response(
+        _json(body), status_code=503, media_type="application/json", headers={"Retry-After": "5"}
+    )
 
 
 def _json(value: Any) -> bytes:
@@ -81,4 +87,7 @@ async def metrics(request: Request) -> Response:
 @router.get("/v1/models", dependencies=[ReadAccess], summary="The served model (OpenAI-compatible)")
 async def models(request: Request) -> dict[str, Any]:
     name = request.app.state.api.model_name
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "cdeq"}]}
+    return {
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "cdeq"}],
+    }

@@ -1,5 +1,6 @@
-"""Request limits: the body size (checked on Content-Length and counted while reading) and the
-bounded number of embedding requests in flight (over it → 429, never an unbounded queue)."""
+"""Request limits: the body size (checked on Content-Length and counted while reading), the
+bounded number of embedding requests in flight (over it → 429, never an unbounded queue), and
+one-at-a-time access to a local-mode Qdrant."""
 
 from __future__ import annotations
 
@@ -62,7 +63,9 @@ class BodyLimit:
             f"request body too large ({seen}); the limit is {self.max_bytes} bytes "
             "(split the inputs over several requests)",
         )
-        response = error_response(exc.status, exc.message, code=exc.code, headers={"Connection": "close"})
+        response = error_response(
+            exc.status, exc.message, code=exc.code, headers={"Connection": "close"}
+        )
         await response(scope, receive, send)
 
 

@@ -53,15 +53,17 @@ class _QueueDepth(Collector):
 
 
 class Metrics:
-    def __init__(self, redis_client: Callable[[], redis.Redis | None], in_flight: Callable[[], int]) -> None:
+    def __init__(
+        self, redis_client: Callable[[], redis.Redis | None], in_flight: Callable[[], int]
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "cdeq_http_requests", "HTTP requests by route, method and status",
             ["route", "method", "status"], registry=self.registry,
         )  # fmt: skip
         self.latency = Histogram(
-            "cdeq_http_request_duration_seconds", "HTTP request latency by route and method",
-            ["route", "method"], registry=self.registry,
+            "cdeq_http_request_duration_seconds", "HTTP request latency by route, method and status",
+            ["route", "method", "status"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )  # fmt: skip
         self.tokens = Counter(
@@ -69,7 +71,9 @@ class Metrics:
             ["input_type"], registry=self.registry,
         )  # fmt: skip
         gauge = Gauge(
-            "cdeq_embedding_requests_in_flight", "Embedding requests running now", registry=self.registry
+            "cdeq_embedding_requests_in_flight",
+            "Embedding requests running now",
+            registry=self.registry,
         )
         gauge.set_function(lambda: float(in_flight()))
         self.registry.register(_QueueDepth(redis_client))
@@ -106,4 +110,6 @@ class MetricsMiddleware:
             method = scope.get("method", "")
             method = method if method in _METHODS else "other"
             self.metrics.requests.labels(label, method, str(status)).inc()
-            self.metrics.latency.labels(label, method).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(label, method, str(status)).observe(
+                time.perf_counter() - started
+            )

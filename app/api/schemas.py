@@ -8,6 +8,7 @@ looked at, and so that every malformed body gets a clear 4xx (never a 500).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal, TypeVar
 
 from fastapi import Request
@@ -29,7 +30,9 @@ class EmbeddingsRequest(BaseModel):
 
     input: Any = Field(
         description="a string or a list of strings (token arrays are not accepted)",
-        json_schema_extra={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        json_schema_extra={
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+        },
     )
     model: str | None = Field(None, description="the served model's name; omit for the default")
     encoding_format: Literal["float", "base64"] | None = Field(
@@ -46,7 +49,8 @@ class EmbeddingsRequest(BaseModel):
         "'search_document: ' choose for themselves",
     )
     truncate: bool | None = Field(
-        None, description="true (default): cut inputs at the model's token limit; false: 413 instead"
+        None,
+        description="true (default): cut inputs at the model's token limit; false: 413 instead",
     )
 
 
@@ -67,7 +71,15 @@ class SearchRequest(BaseModel):
 class DeleteRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    ids: list[str | int] = Field(description="document ids")
+    ids: list[Any] = Field(description="document ids (strings; integers are taken as strings)")
+
+    def document_ids(self) -> list[str]:
+        for i, value in enumerate(self.ids):
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise InvalidInput(
+                    f"ids[{i}]: must be a string, got {_json_type(value)}", field=f"ids[{i}]"
+                )
+        return [str(value) for value in self.ids]
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -82,6 +94,13 @@ def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as infinity, which JSON cannot carry back
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
 
 
 MAX_DEPTH = 32
@@ -102,19 +121,20 @@ def _check_tree(value: Any) -> None:
             _check_text(item, loc)
         elif isinstance(item, dict):
             for key, child in item.items():
-                _check_text(key, loc)
+                _check_text(key, loc, key=True)
                 stack.append(((*loc, key), child))
         elif isinstance(item, list):
             stack.extend(((*loc, i), child) for i, child in enumerate(item))
 
 
-def _check_text(text: str, loc: tuple[str | int, ...]) -> None:
+def _check_text(text: str, loc: tuple[str | int, ...], *, key: bool = False) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        where = param_path(loc) or "body"
+        where = param_path(loc)
+        what = f"a key of {where or 'the body'}" if key else (where or "the body")
         raise InvalidInput(
-            f"{where}: contains a lone surrogate escape (\\ud800-\\udfff), which is not valid Unicode",
+            f"{what}: contains a lone surrogate escape (\\ud800-\\udfff), which is not valid Unicode",
             field=where,
         ) from None
 
@@ -123,7 +143,9 @@ def _is_json(content_type: str | None) -> bool:
     if not content_type:
         return False
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 async def read_json(request: Request) -> Any:
@@ -131,16 +153,20 @@ async def read_json(request: Request) -> Any:
     # A JSON content type is required: a browser page cannot send one cross-site without a
     # CORS preflight, so an open local server cannot be driven by a web page the user visits.
     if not _is_json(request.headers.get("content-type")):
-        raise UnsupportedMediaType("send the body as JSON with the header 'Content-Type: application/json'")
+        raise UnsupportedMediaType(
+            "send the body as JSON with the header 'Content-Type: application/json'"
+        )
     raw = await request.body()
     if not raw.strip():
         raise InvalidInput("the request body is empty; send a JSON object")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"the request body is not valid UTF-8 (bad byte at offset {exc.start})") from None
+        raise InvalidInput(
+            f"the request body is not valid UTF-8 (bad byte at offset {exc.start})"
+        ) from None
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
@@ -165,6 +191,8 @@ async def read_body(request: Request, model: type[M]) -> M:
 
 
 def _json_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, str):

@@ -31,13 +31,15 @@ def prepare(service: Cdeq) -> None:
 
     A Qdrant server that does not answer yet is not fatal (/readyz reports it); a model that
     cannot be loaded is."""
+    loaded = "embedder" in service.__dict__
     embedder = service.embedder
     try:
         service.store  # noqa: B018 (opens the client; local mode also shapes its folder)
     except StoreUnavailable as exc:
         log.warning("Qdrant is not reachable at start-up (%s); /readyz reports it", exc)
     service.contexts.generic()
-    log.info("model %s loaded (dim %d) on %s", embedder.model_id, embedder.dim, embedder.device)
+    if not loaded:
+        log.info("model %s loaded (dim %d) on %s", embedder.model_id, embedder.dim, embedder.device)
 
 
 def create_app(settings: Settings, service: Cdeq | None = None) -> FastAPI:

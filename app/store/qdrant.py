@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
 import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -50,6 +51,39 @@ _MIGRATE_HINT = "run `cdeq migrate`"
 _LOCAL_INDEX_WARNING = "Payload indexes have no effect in the local Qdrant"
 
 
+def _is_local(client: QdrantClient) -> bool:
+    from qdrant_client.local.qdrant_local import QdrantLocal
+
+    return isinstance(getattr(client, "_client", None), QdrantLocal)
+
+
+class _SerializedClient:
+    """A local-mode client whose calls run one at a time.
+
+    qdrant-client's local mode is not thread-safe (a search beside an upsert fails on arrays
+    that change size under it), and API requests and in-process workers run in threads. A
+    server needs no such guard."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self._inner = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+
+def _serialized(client: QdrantClient) -> QdrantClient:
+    return cast(QdrantClient, _SerializedClient(client))
+
+
 def parse_physical(physical: str) -> tuple[str, int] | None:
     """(user collection, context version) of a physical name ``NAME__c<version>``, else None."""
     match = _PHYSICAL_RE.fullmatch(physical)
@@ -80,7 +114,7 @@ class QdrantStore:
             raise InvalidInput(f"dim must be at least 1, got {dim}")
         if upsert_batch_size < 1:
             raise InvalidInput(f"upsert_batch_size must be at least 1, got {upsert_batch_size}")
-        self._client = client
+        self._client = _serialized(client) if _is_local(client) else client
         self.dim = dim
         self.store_text = store_text
         self.upsert_batch_size = upsert_batch_size
