@@ -14,6 +14,7 @@ See bench/README.md for what the numbers mean.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import hashlib
 import json
@@ -25,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,11 +40,21 @@ from app.model import DOCUMENT_PREFIX, CdeEmbedder, sample_context  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 NAIVE_BATCH = 32
+
+
 # Defaults sized so the whole run takes ≤ ~10 minutes on a 2-core CPU (~1 s per document
 # in fp32 there: every text costs 520 prefix tokens + its own through 12 layers).
+@dataclass(frozen=True)
+class Defaults:
+    n_docs: int  # stage-2 documents
+    context_docs: int  # stage-1 documents
+    dtypes: str
+    repeat: int  # timed repetitions, best kept
+
+
 DEFAULTS = {
-    "cpu": {"n_docs": 64, "context_docs": 64, "dtypes": "float32,bfloat16", "repeat": 1},
-    "cuda": {"n_docs": 2048, "context_docs": 512, "dtypes": "bfloat16", "repeat": 3},
+    "cpu": Defaults(n_docs=64, context_docs=64, dtypes="float32,bfloat16", repeat=1),
+    "cuda": Defaults(n_docs=2048, context_docs=512, dtypes="bfloat16", repeat=3),
 }
 # Matmul shapes of the model's projections (M tokens × K → N): Wqkv, out_proj, fc11/fc12, fc2.
 MATMUL_SHAPES = [(2048, 768, 2304), (2048, 768, 768), (2048, 768, 3072), (2048, 3072, 768)]
@@ -109,10 +121,16 @@ import torch
 from app.model import CdeEmbedder
 before = status()
 e = CdeEmbedder.from_pretrained({str(model_dir)!r}, device='cpu', dtype='float32')
-after = status()
+loaded = status()
+# safetensors maps the file: weights become resident as they are first read. Read them all
+# (no activations, no copies) to see what a serving process holds.
+with torch.inference_mode():
+    for p in e.model.parameters():
+        p.sum()
+touched = status()
 params = sum(p.numel() * p.element_size() for p in e.model.parameters()) / 2**20
-print(json.dumps({{'imports_rss_mib': before['VmRSS'], 'peak_rss_mib': after['VmHWM'],
-                  'rss_mib': after['VmRSS'], 'weights_mib': params,
+print(json.dumps({{'imports_rss_mib': before['VmRSS'], 'loaded_peak_mib': loaded['VmHWM'],
+                  'peak_rss_mib': touched['VmHWM'], 'weights_mib': params,
                   'ru_maxrss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
@@ -144,7 +162,7 @@ def matmul_rate(dtype: torch.dtype, device: torch.device, reps: int = 5) -> floa
         a = torch.randn(M, K, dtype=dtype, device=device)
         b = torch.randn(K, N, dtype=dtype, device=device)
         torch.matmul(a, b)  # warm-up (library init, caches)
-        seconds, _ = timed(lambda: torch.matmul(a, b), device, repeat=reps)
+        seconds, _ = timed(partial(torch.matmul, a, b), device, repeat=reps)
         best = max(best, 2 * M * K * N / seconds / 1e9)
     return best
 
@@ -211,6 +229,85 @@ def dataset_embeddings(
 
 
 # ---- the run -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    """One line of the table."""
+
+    dtype: str
+    pipeline: str  # "cdeq" or "naive"
+    seconds: float
+    docs_per_s: float
+    tokens_per_s: float
+    gflops: float  # useful GFLOP/s
+    matmul: float  # dense matmul GFLOP/s in the same dtype
+
+
+@dataclass
+class DtypeRun:
+    dtype: str
+    rows: list[Row]  # one per pipeline: cdeq, naive
+    stage1_docs_per_s: float
+    context: np.ndarray  # (512, D) dataset embeddings used for stage 2
+    vectors: np.ndarray  # cdeq's stage-2 vectors
+    agreement: float | None  # min cosine cdeq vs naive
+    text_tokens: int
+    prefix: int
+    useful: float  # useful stage-2 FLOPs of the whole sample
+
+
+def bench_dtype(
+    name: str,
+    model_dir: Path,
+    device: torch.device,
+    docs: list[str],
+    context_docs: list[str],
+    *,
+    context: np.ndarray | None,
+    token_budget: int | None,
+    repeat: int,
+    naive: bool,
+) -> DtypeRun:
+    dtype = getattr(torch, name)
+    log(f"{name}: loading the model")
+    embedder = CdeEmbedder.from_pretrained(
+        model_dir, device=device, dtype=dtype, token_budget=token_budget
+    )
+    backbone = embedder.config.backbone
+    shape = Shape(embedder.dim, backbone.n_inner, backbone.n_layer, embedder.config.prefix_length)
+    rate_before = matmul_rate(dtype, device)
+    log(f"{name}: matmul {rate_before:.0f} GFLOP/s; stage 1 on {len(context_docs)} docs")
+    ds, stage1 = dataset_embeddings(embedder, context_docs, device, repeat)
+    ds = ds if context is None else context
+
+    ids, _ = embedder.tokenize(docs, DOCUMENT_PREFIX)
+    text_tokens = [len(x) for x in ids]
+    tokens = sum(text_tokens) + shape.prefix * len(ids)
+    useful = sum(stage2_flops(n, shape) for n in text_tokens)
+    embedder.embed_documents(docs[:4], ds)  # warm-up: kernels, allocator
+    log(f"{name}: cdeq embed_documents on {len(docs)} docs ({tokens} tokens)")
+    seconds, got = timed(lambda: embedder.embed_documents(docs, ds), device, repeat)
+    vectors = np.asarray(got)
+    measured = {"cdeq": seconds}
+    agreement = None
+    if naive:
+        prefix = embedder.model.second_stage_model.prefix(embedder.check_dataset_embeddings(ds))
+        log(f"{name}: naive baseline")
+        seconds, naive_vectors = timed(
+            lambda: naive_embed(embedder, ids, prefix, dtype), device, repeat
+        )
+        measured["naive"] = seconds
+        agreement = float((vectors * naive_vectors).sum(1).min())
+        log(f"{name}: min cosine cdeq vs naive {agreement:.7f}")
+    rate = max(rate_before, matmul_rate(dtype, device))
+    rows = [
+        Row(name, impl, sec, len(docs) / sec, tokens / sec, useful / sec / 1e9, rate)
+        for impl, sec in measured.items()
+    ]
+    return DtypeRun(
+        name, rows, stage1, ds, vectors, agreement, sum(text_tokens), shape.prefix, useful
+    )
+
+
 def machine(device: torch.device) -> list[str]:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -252,10 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = DEFAULTS[device.type]
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtypes = [d.strip() for d in (args.dtypes or defaults["dtypes"]).split(",") if d.strip()]
-    n_docs = args.n_docs or defaults["n_docs"]
-    n_context = args.context_docs or defaults["context_docs"]
-    repeat = args.repeat or defaults["repeat"]
+    dtypes = [d.strip() for d in (args.dtypes or defaults.dtypes).split(",") if d.strip()]
+    n_docs = args.n_docs or defaults.n_docs
+    n_context = args.context_docs or defaults.context_docs
+    repeat = args.repeat or defaults.repeat
     started = time.perf_counter()
 
     if args.corpus:
@@ -268,64 +365,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     docs = sample_docs(texts, n_docs, args.seed)
     context_docs = sample_docs(texts, n_context, args.seed + 1)
-    rows: list[dict[str, object]] = []
-    stage1: dict[str, float] = {}
-    reference: dict[str, np.ndarray] = {}
     load_before = os.getloadavg()
-    naive_fp32_rate: float | None = None
+    runs: list[DtypeRun] = []
     for name in dtypes:
-        dtype = getattr(torch, name)
-        log(f"{name}: loading the model")
-        embedder = CdeEmbedder.from_pretrained(
-            model_dir, device=device, dtype=dtype, token_budget=args.token_budget
-        )
-        shape = Shape(
-            d=embedder.dim, inner=embedder.config.backbone.n_inner,
-            layers=embedder.config.backbone.n_layer, prefix=embedder.config.prefix_length,
+        # one context for every stage-2 run (the first dtype's), so dtypes differ in stage 2 only
+        runs.append(
+            bench_dtype(
+                name, model_dir, device, docs, context_docs,
+                context=runs[0].context if runs else None, token_budget=args.token_budget,
+                repeat=repeat, naive=not args.no_naive,
+            )
         )  # fmt: skip
-        rate_before = matmul_rate(dtype, device)
-        log(f"{name}: matmul {rate_before:.0f} GFLOP/s; stage 1 on {len(context_docs)} docs")
-        ds, stage1[name] = dataset_embeddings(embedder, context_docs, device, repeat)
-
-        ids, _ = embedder.tokenize(docs, DOCUMENT_PREFIX)
-        text_tokens = [len(x) for x in ids]
-        tokens = sum(text_tokens) + shape.prefix * len(ids)
-        useful = sum(stage2_flops(n, shape) for n in text_tokens)
-        embedder.embed_documents(docs[:4], ds)  # warm-up: kernels, allocator
-        log(f"{name}: cdeq embed_documents on {len(docs)} docs ({tokens} tokens)")
-        seconds, got = timed(lambda: embedder.embed_documents(docs, ds), device, repeat)
-        vectors = np.asarray(got)
-        measured = {"cdeq": seconds}
-        if not args.no_naive:
-            prefix = embedder.model.second_stage_model.prefix(
-                embedder.check_dataset_embeddings(ds)
-            )
-            log(f"{name}: naive baseline")
-            seconds, naive_vectors = timed(
-                lambda: naive_embed(embedder, ids, prefix, dtype), device, repeat
-            )
-            measured["naive"] = seconds
-            agree = float((vectors * naive_vectors).sum(1).min())
-            log(f"{name}: min cosine cdeq vs naive {agree:.7f}")
-        rate = max(rate_before, matmul_rate(dtype, device))
-        reference[name] = vectors
-        for impl, sec in measured.items():
-            rows.append({
-                "dtype": name, "impl": impl, "seconds": sec, "docs_per_s": len(docs) / sec,
-                "tokens_per_s": tokens / sec, "gflops": useful / sec / 1e9, "matmul": rate,
-            })  # fmt: skip
-        if name == "float32" and "naive" in measured:
-            naive_fp32_rate = len(docs) / measured["naive"]
-        del embedder
         gc.collect()
 
     # ---- report ----------------------------------------------------------------------------
-    naive_rate = {r["dtype"]: r["docs_per_s"] for r in rows if r["impl"] == "naive"}
+    rows = [row for run in runs for row in run.rows]
+    naive_rate = {r.dtype: r.docs_per_s for r in rows if r.pipeline == "naive"}
+    naive_fp32_rate = naive_rate.get("float32")
+    first = runs[0]
     print(f"## cde-small-v1 embedding throughput ({device.type})\n")
     print("\n".join(machine(device)))
     print(
         f"- corpus: {corpus_name} ({len(texts)} texts); stage 2 on {len(docs)} sampled documents "
-        f"in arrival order; {sum(text_tokens)} text tokens + {shape.prefix}-token prefix each; "
+        f"in arrival order; {first.text_tokens} text tokens + {first.prefix}-token prefix each; "
         f"token budget {args.token_budget or 'default'}"
     )
     print(
@@ -338,29 +400,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        same = naive_rate.get(r["dtype"])
-        speedup = f"{r['docs_per_s'] / same:.2f}x" if same else "-"
-        vs_fp32 = f"{r['docs_per_s'] / naive_fp32_rate:.2f}x" if naive_fp32_rate else "-"
-        label = "cdeq `embed_documents`" if r["impl"] == "cdeq" else "naive (32/batch, padded)"
+        same = naive_rate.get(r.dtype)
+        speedup = f"{r.docs_per_s / same:.2f}x" if same else "-"
+        vs_fp32 = f"{r.docs_per_s / naive_fp32_rate:.2f}x" if naive_fp32_rate else "-"
+        label = "cdeq `embed_documents`" if r.pipeline == "cdeq" else "naive (32/batch, padded)"
         print(
-            f"| {r['dtype']} | {label} | {r['docs_per_s']:.2f} | {r['tokens_per_s']:,.0f} "
-            f"| {speedup} | {vs_fp32} | {r['gflops'] / r['matmul']:.0%} | {r['matmul']:.0f} |"
+            f"| {r.dtype} | {label} | {r.docs_per_s:.2f} | {r.tokens_per_s:,.0f} "
+            f"| {speedup} | {vs_fp32} | {r.gflops / r.matmul:.0%} | {r.matmul:.0f} |"
         )
     print()
-    for name, rate in stage1.items():
-        print(f"- stage 1 (`embed_context` batching) {name}: {rate:.2f} docs/s on {len(context_docs)} docs")
+    for run in runs:
+        print(
+            f"- stage 1 (`embed_context` batching), {run.dtype}: {run.stage1_docs_per_s:.2f} docs/s "
+            f"on {len(context_docs)} docs"
+        )
+    agree = {run.dtype: run.agreement for run in runs if run.agreement is not None}
+    if agree:
+        print(
+            "- same texts, cdeq batches vs naive batches (batch composition must not matter): "
+            "min cosine " + ", ".join(f"{v:.7f} ({k})" for k, v in agree.items())
+        )
+    print(
+        f"- MFU = useful FLOPs / time / matmul GFLOP/s; useful = {first.useful / len(docs) / 1e9:.0f} "
+        "GFLOP per document on average (real tokens only; see `stage2_flops`); matmul = best "
+        "dense matmul rate of the model's projection shapes, measured before and after"
+    )
+    reference = {run.dtype: run.vectors for run in runs}
     if "float32" in reference and "bfloat16" in reference:
         cos = (reference["float32"] * reference["bfloat16"]).sum(1)
-        print(f"- bfloat16 vs float32 vectors: min cosine {cos.min():.5f}, mean {cos.mean():.5f}")
+        print(
+            f"- stage 2, bfloat16 vs float32 vectors (same context): min cosine {cos.min():.5f}, "
+            f"mean {cos.mean():.5f}"
+        )
     print(
-        f"- peak RSS after loading the full model in fp32 (fresh process, before any "
-        f"activation): {rss['peak_rss_mib']:,.0f} MiB (VmHWM; weights {rss['weights_mib']:,.0f} "
-        f"MiB, torch + imports {rss['imports_rss_mib']:,.0f} MiB, RSS after load "
-        f"{rss['rss_mib']:,.0f} MiB)"
+        f"- peak RSS of a fresh process that loaded the full model in fp32 and read every weight "
+        f"once (no activations): {rss['peak_rss_mib']:,.0f} MiB (VmHWM; fp32 weights "
+        f"{rss['weights_mib']:,.0f} MiB, torch + imports {rss['imports_rss_mib']:,.0f} MiB; "
+        f"right after `from_pretrained`, before the memory-mapped weights are read: "
+        f"{rss['loaded_peak_mib']:,.0f} MiB)"
     )
     print(f"- wall time of this run: {time.perf_counter() - started:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "stage1": stage1, "rss": rss}, indent=2))
+        stage1 = {run.dtype: run.stage1_docs_per_s for run in runs}
+        table = [dataclasses.asdict(r) for r in rows]
+        args.json.write_text(json.dumps({"rows": table, "stage1": stage1, "rss": rss}, indent=2))
     return 0
 
 

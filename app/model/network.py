@@ -15,8 +15,9 @@ from torch import nn
 
 from app.model.config import BackboneConfig, CdeConfig
 
-# CPU attention one (sequence, head) at a time over real tokens (see attention_by_sequence);
-# False: PyTorch's fused SDPA with a key padding mask, as on other devices.
+# On CPU, attention runs per sequence over its real tokens, HEADS_PER_STEP heads per matmul
+# (`attention_by_sequence`); False: PyTorch's fused SDPA with a key padding mask, as on other
+# devices. Measured in bench/README.md.
 ATTENTION_BY_SEQUENCE_ON_CPU = True
 HEADS_PER_STEP = 4
 
@@ -82,8 +83,9 @@ def attention_by_sequence(
     Equal to key-masked SDPA on right-padded rows, but pads cost nothing, and each step's
     scores (heads_per_step × ≤ 1032² floats) stay in cache."""
     B, T, _, nh, hd = qkv.shape
-    y = qkv.new_zeros(B, T - query_from, nh, hd)
+    y = qkv.new_empty(B, T - query_from, nh, hd)
     for b, n in enumerate(lengths):
+        y[b, max(n - query_from, 0) :] = 0  # padded positions
         if n <= query_from:
             continue
         for h0 in range(0, nh, heads_per_step):
@@ -113,11 +115,11 @@ class Attention(nn.Module):
         rotate_(qkv[:, ctx.rotate_from :, :2], ctx.cos, ctx.sin, interleaved=self.interleaved)
         if ctx.lengths is not None:
             qkv[:, query_from:, 0].mul_(self.head_dim**-0.5)  # SDPA's scale, folded into q
-            y = attention_by_sequence(qkv, ctx.lengths, query_from, HEADS_PER_STEP)  # (B, Tq, nh, hd)
+            y = attention_by_sequence(qkv, ctx.lengths, query_from, HEADS_PER_STEP)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hd)
             y = F.scaled_dot_product_attention(q[:, :, query_from:], k, v, attn_mask=ctx.mask)
-            y = y.transpose(1, 2)  # (B, Tq, nh, hd)
+            y = y.transpose(1, 2)
         return self.out_proj(y.reshape(B, T - query_from, D))
 
 
@@ -208,13 +210,16 @@ class NomicBert(nn.Module):
         _B, T, _ = inputs_embeds.shape
         positions = torch.arange(n_unrotated, T, device=inputs_embeds.device)
         cos, sin = rotary_cos_sin(positions, self.rotary_dim, self.cfg.rotary_emb_base)
-        real = attention_mask.bool()
+        real = attention_mask.bool()  # (B, T)
         lengths, mask = None, None
-        right_padded = not bool((real[:, 1:] & ~real[:, :-1]).any())
-        if inputs_embeds.device.type == "cpu" and right_padded and ATTENTION_BY_SEQUENCE_ON_CPU:
+        if (
+            ATTENTION_BY_SEQUENCE_ON_CPU
+            and inputs_embeds.device.type == "cpu"
+            and not bool((real[:, 1:] & ~real[:, :-1]).any())  # right-padded: a real prefix
+        ):
             lengths = real.sum(1).tolist()  # attention over each row's real tokens only
         elif not bool(real.all()):
-            mask = real[:, None, None, :]  # key padding mask (B, 1, 1, T) for SDPA
+            mask = real[:, None, None, :]  # key padding mask (B, 1, 1, T); None: faster kernels
         ctx = RunContext(cos, sin, n_unrotated, lengths, mask)
         h = self.emb_ln(inputs_embeds)
         *layers, last = self.encoder.layers
