@@ -305,3 +305,19 @@ def test_bfloat16_on_cpu_stays_close_to_fp32(tiny_model_dir: Path, embedder: Cde
     b = half.embed_documents(DOCS[:3], half.embed_context(CONTEXT)).vectors
     assert b.dtype == np.float32
     assert cosines(a, b).min() > 0.99
+
+
+def test_fused_sdpa_path_matches_per_sequence_attention(
+    embedder: CdeEmbedder, context: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CUDA runs PyTorch's fused SDPA with a key padding mask; CPU runs attention per sequence
+    # over real tokens. Both must give the same vectors (the GPU path is checked here on CPU).
+    from app.model import network
+
+    texts = DOCS + generic_texts(12, seed=13, min_words=1, max_words=150)
+    per_sequence = embedder.embed_documents(texts, context).vectors
+    per_sequence_ctx = embedder.embed_context(OTHER_CONTEXT)
+    monkeypatch.setattr(network, "ATTENTION_BY_SEQUENCE_ON_CPU", False)
+    fused = embedder.embed_documents(texts, context).vectors
+    assert cosines(per_sequence, fused).min() >= 0.99999
+    np.testing.assert_allclose(embedder.embed_context(OTHER_CONTEXT), per_sequence_ctx, atol=1e-4)
