@@ -152,46 +152,40 @@ def test_same_job_enqueued_twice_leaves_no_duplicates(worker: Cdeq) -> None:
     assert worker.store.count("dupes") == 70
 
 
-def test_store_outage_is_retried_until_it_returns(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis) -> None:
-    settings = make_settings(tiny_model_dir, tmp_path / "qdrant")
-    store = FlakyStore.from_settings(settings.qdrant, dim=embedder.dim)
-    svc = Cdeq(settings, embedder=embedder, store=store)
+def ingest_with_flaky_store(
+    settings: Settings, embedder: CdeEmbedder, failures: int, collection: str, n_docs: int
+) -> tuple[Any, int, int]:
+    """Run one job through a real in-process worker whose store fails `failures` times;
+    returns the finished job's status, the points stored and the failures left unused."""
     from migrations import migrate
 
+    store = FlakyStore.from_settings(settings.qdrant, dim=embedder.dim)
     migrate(store)
-    store.failures = 3
-    app = create_app(settings)
+    store.failures = failures
+    svc = Cdeq(settings, embedder=embedder, store=store)
     set_worker_service(svc)
     try:
-        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="ERROR", shutdown_timeout=30):
-            job_id = enqueue("flaky", documents(40), service=svc)
-            status = wait_finished(job_id, svc)
-        assert store.failures == 0
-        assert (status.state, status.succeeded, status.failed) == ("done", 40, 0)
-        assert store.count("flaky") == 40
+        with start_worker(create_app(settings), pool="solo", perform_ping_check=False, loglevel="CRITICAL", shutdown_timeout=30):
+            status = wait_finished(enqueue(collection, documents(n_docs), service=svc), svc)
+        stored = store.count(collection) if store.collection_exists(collection) else 0
+        return status, stored, store.failures
     finally:
         set_worker_service(None)
         svc.close()
+
+
+def test_store_outage_is_retried_until_it_returns(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis) -> None:
+    settings = make_settings(tiny_model_dir, tmp_path / "qdrant")
+    status, stored, unused = ingest_with_flaky_store(settings, embedder, 3, "flaky", 40)
+    assert unused == 0  # the outage really happened, and was retried through
+    assert (status.state, status.succeeded, status.failed) == ("done", 40, 0)
+    assert stored == 40
 
 
 def test_retries_exhausted_fail_the_job_with_reasons(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis) -> None:
     settings = make_settings(tiny_model_dir, tmp_path / "qdrant", max_retries=1)
-    store = FlakyStore.from_settings(settings.qdrant, dim=embedder.dim)
-    svc = Cdeq(settings, embedder=embedder, store=store)
-    from migrations import migrate
-
-    migrate(store)
-    store.failures = 10**6
-    app = create_app(settings)
-    set_worker_service(svc)
-    try:
-        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="CRITICAL", shutdown_timeout=30):
-            job_id = enqueue("down", documents(10), service=svc)
-            status = wait_finished(job_id, svc)
-    finally:
-        set_worker_service(None)
-        svc.close()
-    assert (status.state, status.failed, status.succeeded) == ("failed", 10, 0)
+    status, stored, _ = ingest_with_flaky_store(settings, embedder, 10**6, "down", 10)
+    assert (status.state, status.failed, status.succeeded, stored) == ("failed", 10, 0, 0)
     assert set(status.errors) == {f"doc-{i}" for i in range(10)}
     assert all("simulated Qdrant outage" in reason for reason in status.errors.values())
 
