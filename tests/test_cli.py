@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.model.generic import generic_texts
+from tests.helpers.texts import topical_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def cdeq(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess
 @pytest.fixture()
 def docs_file(tmp_path: Path) -> Path:
     path = tmp_path / "docs.jsonl"
-    texts = generic_texts(60, seed=8, min_words=20, max_words=80)
+    texts = topical_texts(60, seed=8)
     path.write_text("".join(json.dumps({"id": f"d{i}", "text": t, "metadata": {"i": i}}) + "\n" for i, t in enumerate(texts)))
     return path
 

@@ -26,6 +26,7 @@ from app.model.generic import generic_texts
 from app.query import create_collection, delete_documents, list_collections, search
 from app.service import Cdeq
 from app.store import QdrantStore
+from tests.helpers.texts import topical_texts
 from workers.celery_app import create_app, set_worker_service
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def documents(n: int, seed: int = 21) -> list[dict[str, Any]]:
-    texts = generic_texts(n, seed=seed, min_words=20, max_words=120)
+    texts = topical_texts(n, seed=seed)
     return [{"id": f"doc-{i}", "text": t, "metadata": {"n": i, "even": i % 2 == 0}} for i, t in enumerate(texts)]
 
 
