@@ -31,8 +31,8 @@ import redis  # noqa: E402
 import torch  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.jobs import enqueue, job_status, split  # noqa: E402
 from app.documents import Document  # noqa: E402
+from app.jobs import enqueue, job_status, split  # noqa: E402
 from app.model.generic import generic_texts  # noqa: E402
 from app.model.tiny import make_checkpoint  # noqa: E402
 from app.query import create_collection  # noqa: E402
