@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -160,37 +160,14 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return error_response(404, str(exc), code="not_found")
 
 
-async def _context_not_ready(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ContextNotReady)
-    return error_response(
-        503,
-        str(exc),
-        type_=SERVER_ERROR,
-        code="context_not_ready",
-        headers=retry_after(exc.retry_after_s),
-    )
+def _retry_later(status: int, type_: str, code: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """A handler for errors that carry `retry_after_s` (503 dependency down, 429 overload)."""
 
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ContextNotReady | StoreUnavailable | Overloaded)
+        return error_response(status, str(exc), type_=type_, code=code, headers=retry_after(exc.retry_after_s))
 
-async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StoreUnavailable)
-    return error_response(
-        503,
-        str(exc),
-        type_=SERVER_ERROR,
-        code="store_unavailable",
-        headers=retry_after(exc.retry_after_s),
-    )
-
-
-async def _overloaded(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Overloaded)
-    return error_response(
-        429,
-        str(exc),
-        type_="rate_limit_error",
-        code="overloaded",
-        headers=retry_after(exc.retry_after_s),
-    )
+    return handler
 
 
 async def _model_load(request: Request, exc: Exception) -> Response:
@@ -247,9 +224,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(NotFound, _not_found)
-    app.add_exception_handler(ContextNotReady, _context_not_ready)
-    app.add_exception_handler(StoreUnavailable, _store_unavailable)
-    app.add_exception_handler(Overloaded, _overloaded)
+    app.add_exception_handler(ContextNotReady, _retry_later(503, SERVER_ERROR, "context_not_ready"))
+    app.add_exception_handler(StoreUnavailable, _retry_later(503, SERVER_ERROR, "store_unavailable"))
+    app.add_exception_handler(Overloaded, _retry_later(429, "rate_limit_error", "overloaded"))
     app.add_exception_handler(ModelLoadError, _model_load)
     app.add_exception_handler(CdeqError, _cdeq_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
