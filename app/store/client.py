@@ -66,7 +66,7 @@ def open_client(settings: QdrantSettings) -> QdrantClient:
         return QdrantClient(path=settings.path)
     except RuntimeError as exc:  # local mode refuses a folder another process holds
         raise CdeqError(
-            f"Qdrant local folder {settings.path!r} cannot be opened: {exc}. Local mode serves one "
+            f"Qdrant local folder {settings.path!r} cannot be opened: {str(exc).rstrip('.')}. Local mode serves one "
             "process; run a Qdrant server and set CDEQ_QDRANT__URL to share data."
         ) from exc
 
