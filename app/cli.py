@@ -205,6 +205,22 @@ def cmd_collections(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_create_collection(args: argparse.Namespace) -> int:
+    from app.query import create_collection
+
+    texts = None
+    if args.context:
+        texts = [line for line in Path(args.context).read_text(encoding="utf-8").splitlines() if line.strip()]
+    svc = _service(args)
+    try:
+        version = create_collection(args.name, context_texts=texts, service=svc)
+    finally:
+        svc.close()
+    source = f"{len(texts)} context texts" if texts is not None else "the generic context"
+    print(f"created {args.name} (context v{version} from {source})")
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.queue import INGEST_QUEUE
     from workers.celery_app import create_app
@@ -292,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     model_opt(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("create-collection", help="create an empty collection with an explicit context")
+    p.add_argument("name")
+    p.add_argument("--context", metavar="FILE", help="context corpus, one text per line (default: the generic context)")
+    model_opt(p)
+    p.set_defaults(func=cmd_create_collection)
 
     p = sub.add_parser("collections", help="list collections with sizes and context versions")
     p.add_argument("--json", action="store_true")

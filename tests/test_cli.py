@@ -84,3 +84,17 @@ def test_make_tiny_model_and_migrate_twice(tmp_path: Path) -> None:
     second = cdeq("migrate", cwd=tmp_path)
     assert first.returncode == second.returncode == 0
     assert "applied migrations 1, 2" in first.stdout and "nothing to do" in second.stdout
+
+
+def test_create_collection_with_a_context_file(tiny_model_dir: Path, docs_file: Path, tmp_path: Path) -> None:
+    context = tmp_path / "context.txt"
+    context.write_text("\n".join(topical_texts(40, seed=77)) + "\n")
+    made = cdeq("create-collection", "curated", "--context", str(context), "--model", str(tiny_model_dir), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "created curated (context v1 from 40 context texts)" in made.stdout
+    again = cdeq("create-collection", "curated", "--model", str(tiny_model_dir), cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    ingest = cdeq("ingest", str(docs_file), "--collection", "curated", "--model", str(tiny_model_dir), cwd=tmp_path)
+    assert ingest.returncode == 0, ingest.stderr
+    listed = cdeq("collections", "--json", cwd=tmp_path)
+    assert json.loads(listed.stdout)[0] == {"name": "curated", "points": 60, "context_version": 1, "physical": "curated__c1"}
