@@ -22,7 +22,6 @@ import numpy as np
 import openai
 import pytest
 
-from app.config import ApiSettings, QdrantSettings, RedisSettings, Settings
 from app.ingest import ingest_documents
 from app.model import CdeEmbedder
 from app.service import Cdeq
@@ -111,16 +110,9 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="module")
-def generic(embedder: CdeEmbedder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cdeq]:
-    """A reference service in this process (own Qdrant folder) over the same checkpoint."""
-    settings = Settings(
-        qdrant=QdrantSettings(path=str(tmp_path_factory.mktemp("reference"))),
-        redis=RedisSettings(url=None),
-        api=ApiSettings(),
-    )
-    service = Cdeq(settings, embedder=embedder)
-    yield service
-    service.close()
+def generic(api_service: Cdeq) -> Cdeq:
+    """A reference service in this process (its own Qdrant folder) over the same checkpoint."""
+    return api_service
 
 
 def oai(server: Server, key: str = RW) -> openai.OpenAI:

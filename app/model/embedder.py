@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, ModelLoadError
 from app.model.checkpoint import (
     build_model,
     load_tokenizer,
@@ -167,8 +167,6 @@ class CdeEmbedder:
         cfg = read_config(folder)
         tokenizer = load_tokenizer(folder)
         if len(tokenizer) > cfg.backbone.vocab_size:
-            from app.errors import ModelLoadError
-
             raise ModelLoadError(
                 f"{folder}: tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
                 f"has {cfg.backbone.vocab_size}"
