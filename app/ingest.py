@@ -83,20 +83,16 @@ def ingest_documents(
     svc = service or default_service()
     settings = svc.settings.ingest
     docs = validate_documents(
-        collection, list(documents),
+        collection, documents,
         max_documents=settings.max_documents_per_job, max_text_chars=settings.max_text_chars,
     )  # fmt: skip
     sample = context_sample(docs, settings.context_sample_size, settings.context_seed)
     batches = split(docs, settings.batch_size)
     started = time.time()
-    totals = {"succeeded": 0, "failed": 0, "truncated": 0}
     warnings: dict[str, str] = {}
     done = 0
     for batch in batches:
-        outcome = store_batch(svc, collection, batch, lambda: sample)
-        totals["succeeded"] += outcome.succeeded
-        totals["truncated"] += outcome.truncated
-        warnings.update(outcome.warnings)
+        warnings.update(store_batch(svc, collection, batch, lambda: sample).warnings)
         done += len(batch)
         if on_progress is not None:
             on_progress(done, len(docs))
@@ -104,5 +100,5 @@ def ingest_documents(
     return JobStatus(
         id=f"inline-{uuid.uuid4().hex[:12]}", collection=collection, state="done", total=len(docs),
         batches=len(batches), batches_done=len(batches), created_at=started, updated_at=updated,
-        warnings=warnings, errors={}, **totals,
+        succeeded=len(docs), failed=0, truncated=len(warnings), warnings=warnings, errors={},
     )  # fmt: skip

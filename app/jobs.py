@@ -244,7 +244,7 @@ def enqueue(collection: str, documents: Sequence[Any], *, service: Cdeq | None =
     svc = service or default_service()
     settings = svc.settings.ingest
     docs = validate_documents(
-        collection, list(documents) if not isinstance(documents, list) else documents,
+        collection, documents,
         max_documents=settings.max_documents_per_job, max_text_chars=settings.max_text_chars,
     )  # fmt: skip
     jobs = svc.jobs

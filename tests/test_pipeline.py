@@ -198,6 +198,8 @@ def test_bad_documents_reject_the_whole_call(service: Cdeq, clean_redis: redis.R
     assert len(err.value.problems) == 3
     assert "documents[5].id: 'doc-1' duplicates documents[1].id" in err.value.problems
     assert clean_redis.dbsize() == 0  # nothing recorded, nothing queued
+    with pytest.raises(InvalidInput, match="documents: must be a list of objects, got str"):
+        enqueue("rejected", "not a list", service=service)  # type: ignore[arg-type]
 
 
 def test_job_status_reports_truncation_and_unknown_jobs(worker: Cdeq) -> None:
@@ -215,7 +217,9 @@ def test_embedded_mode_runs_in_process(tiny_model_dir: Path, embedder: CdeEmbedd
     try:
         seen: list[int] = []
         status = ingest_documents("local", documents(100), service=svc, on_progress=lambda d, t: seen.append(d))
-        assert (status.state, status.succeeded) == ("done", 100)
+        assert (status.state, status.succeeded, status.truncated) == ("done", 100, 0)
+        with pytest.raises(InvalidInput, match="got str"):
+            ingest_documents("local", "not a list", service=svc)  # type: ignore[arg-type]
         assert seen[-1] == 100 and seen == sorted(seen)
         assert search("local", documents(100)[7]["text"], service=svc)[0].document_id == "doc-7"
         with pytest.raises(StoreUnavailable, match="job records need Redis"):
