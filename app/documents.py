@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import InvalidInput
+from app.names import check_collection_name
 
-COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-# Physical collections are NAME__c<version>; the metadata collection is cdeq_meta.
-RESERVED_NAME = re.compile(r"__c[0-9]+$|^cdeq_meta$")
 MAX_ID_CHARS = 256
 DOCUMENT_KEYS = {"id", "text", "metadata"}
 
@@ -32,23 +29,6 @@ class Document:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "text": self.text, "metadata": self.metadata}
-
-
-def check_collection_name(name: object, field_name: str = "collection") -> str:
-    if isinstance(name, str) and COLLECTION_NAME.fullmatch(name) and RESERVED_NAME.search(name):
-        raise InvalidInput(
-            f"{field_name}: {name!r} is reserved (names ending in '__c<number>' and 'cdeq_meta' "
-            "are cdeq's own)",
-            field=field_name,
-        )
-    if not isinstance(name, str) or not COLLECTION_NAME.fullmatch(name):
-        shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:80] + "…")
-        raise InvalidInput(
-            f"{field_name}: {shown} is not a valid collection name: use 1-63 characters, "
-            "lower-case letters, digits, '_' or '-', starting with a letter or digit",
-            field=field_name,
-        )
-    return name
 
 
 def _check_one(i: int, raw: object, max_text_chars: int, problems: list[str]) -> Document | None:

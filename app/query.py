@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from app.documents import check_collection_name
+from app.names import check_collection_name
 from app.errors import InvalidInput
 from app.store import CollectionInfo, Hit
 

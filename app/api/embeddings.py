@@ -21,7 +21,7 @@ from app.api.auth import ReadAccess
 from app.api.errors import ModelNotFound, PayloadTooLarge
 from app.api.schemas import EmbeddingsRequest, openapi_body, read_body
 from app.config import ApiSettings
-from app.documents import check_collection_name
+from app.names import check_collection_name
 from app.errors import InvalidInput
 from app.model import DOCUMENT_PREFIX, QUERY_PREFIX
 from app.service import Cdeq
