@@ -54,7 +54,11 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
 
     corpus = None
     if args.vocab_corpus:
-        corpus = [line for line in Path(args.vocab_corpus).read_text(encoding="utf-8").splitlines() if line.strip()]
+        corpus = [
+            line
+            for line in Path(args.vocab_corpus).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
     out = make_checkpoint(args.dir, size=args.size, seed=args.seed, corpus=corpus)
     print(f"wrote a random {args.size} cde-small-v1 checkpoint to {out}")
     return 0
@@ -119,23 +123,26 @@ def _print_job(status: Any, as_json: bool) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from app.ingest import ingest_documents
-    from app.jobs import enqueue, job_status
+    from app.ingest import job_status, submit
 
     docs = read_jsonl(args.file)
     svc = _service(args)
     try:
-        if not svc.queued:  # embedded mode: the whole job runs here
+        if not svc.queued:  # in-process mode: the whole job runs here
             bar = _progress(len(docs), f"embedding into {args.collection}")
             try:
-                status = ingest_documents(
-                    args.collection, docs, service=svc, on_progress=lambda done, _t: bar.update(done - bar.n)
+                job_id = submit(
+                    args.collection,
+                    docs,
+                    service=svc,
+                    on_progress=lambda done, _t: bar.update(done - bar.n),
                 )
             finally:
                 bar.close()
+            status = job_status(job_id, service=svc)
             _print_job(status, args.json)
-            return 0
-        job_id = enqueue(args.collection, docs, service=svc)
+            return 0 if status.state == "done" else 1
+        job_id = submit(args.collection, docs, service=svc)
         if not args.wait:
             print(job_id)
             return 0
@@ -157,10 +164,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from app.jobs import job_status
+    from app.ingest import job_status
 
     svc = _service(args)
     try:
+        if not svc.queued:  # in-process records live in the process that ran the job
+            raise StoreUnavailable(
+                "job records need Redis: set CDEQ_REDIS__URL (in in-process mode `cdeq ingest` "
+                "runs the job at once and prints its outcome)",
+                retry_after_s=0,
+            )
         _print_job(job_status(args.job, service=svc), args.json)
     finally:
         svc.close()
@@ -177,7 +190,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     finally:
         svc.close()
     if args.json:
-        print(json.dumps([{"id": h.document_id, "score": h.score, "payload": h.payload} for h in hits], indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                [{"id": h.document_id, "score": h.score, "payload": h.payload} for h in hits],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return 0
     if not hits:
         print("no results")
@@ -196,7 +215,20 @@ def cmd_collections(args: argparse.Namespace) -> int:
     finally:
         svc.close()
     if args.json:
-        print(json.dumps([{"name": c.name, "points": c.points, "context_version": c.context_version, "physical": c.physical} for c in infos], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": c.name,
+                        "points": c.points,
+                        "context_version": c.context_version,
+                        "physical": c.physical,
+                    }
+                    for c in infos
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not infos:
         print("no collections")
@@ -210,7 +242,11 @@ def cmd_create_collection(args: argparse.Namespace) -> int:
 
     texts = None
     if args.context:
-        texts = [line for line in Path(args.context).read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts = [
+            line
+            for line in Path(args.context).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
     svc = _service(args)
     try:
         version = create_collection(args.name, context_texts=texts, service=svc)
@@ -227,10 +263,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     app = create_app(settings)
-    argv = ["worker", "--loglevel", args.loglevel, "-Q", INGEST_QUEUE, "--concurrency", str(args.concurrency),
-            "--pool", args.pool, "-n", f"celery@{socket.gethostname()}"]  # fmt: skip
+    argv = [
+        "worker",
+        "--loglevel",
+        args.loglevel,
+        "-Q",
+        INGEST_QUEUE,
+        "--concurrency",
+        str(args.concurrency),
+        "--pool",
+        args.pool,
+        "-n",
+        f"celery@{socket.gethostname()}",
+    ]
     if settings.qdrant.url is None and args.concurrency > 1:
-        raise InvalidInput("--concurrency > 1 needs a Qdrant server (CDEQ_QDRANT__URL): local mode is single-process")
+        raise InvalidInput(
+            "--concurrency > 1 needs a Qdrant server (CDEQ_QDRANT__URL): local mode is single-process"
+        )
     app.worker_main(argv)
     return 0
 
@@ -271,15 +320,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_opt(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", metavar="DIR_OR_HUB_ID", help="checkpoint (default: CDEQ_MODEL__NAME or jxm/cde-small-v1)")
+        p.add_argument(
+            "--model",
+            metavar="DIR_OR_HUB_ID",
+            help="checkpoint (default: CDEQ_MODEL__NAME or jxm/cde-small-v1)",
+        )
         p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when available)")
 
-    p = sub.add_parser("make-tiny-model", help="write a random checkpoint in the official layout (offline)")
+    p = sub.add_parser(
+        "make-tiny-model", help="write a random checkpoint in the official layout (offline)"
+    )
     p.add_argument("dir", help="folder to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", choices=["tiny", "full"], default="tiny",
-                   help="tiny: hidden 64, 2 layers, context 16; full: the real 281M architecture")
-    p.add_argument("--vocab-corpus", metavar="FILE", help="train the tokenizer on these lines (realistic token counts)")
+    p.add_argument(
+        "--size",
+        choices=["tiny", "full"],
+        default="tiny",
+        help="tiny: hidden 64, 2 layers, context 16; full: the real 281M architecture",
+    )
+    p.add_argument(
+        "--vocab-corpus",
+        metavar="FILE",
+        help="train the tokenizer on these lines (realistic token counts)",
+    )
     p.set_defaults(func=cmd_make_tiny_model)
 
     p = sub.add_parser("migrate", help="apply Qdrant migrations (idempotent)")
@@ -287,9 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("ingest", help="embed and store documents from a JSON-lines file")
-    p.add_argument("file", help="one {\"id\", \"text\", \"metadata\"?} object per line ('-' = stdin)")
+    p.add_argument("file", help='one {"id", "text", "metadata"?} object per line (\'-\' = stdin)')
     p.add_argument("--collection", required=True)
-    p.add_argument("--wait", action="store_true", help="with a queue: wait for the job, showing progress")
+    p.add_argument(
+        "--wait", action="store_true", help="with a queue: wait for the job, showing progress"
+    )
     p.add_argument("--poll", type=float, default=0.5, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the job outcome as JSON")
     model_opt(p)
@@ -309,9 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     model_opt(p)
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("create-collection", help="create an empty collection with an explicit context")
+    p = sub.add_parser(
+        "create-collection", help="create an empty collection with an explicit context"
+    )
     p.add_argument("name")
-    p.add_argument("--context", metavar="FILE", help="context corpus, one text per line (default: the generic context)")
+    p.add_argument(
+        "--context",
+        metavar="FILE",
+        help="context corpus, one text per line (default: the generic context)",
+    )
     model_opt(p)
     p.set_defaults(func=cmd_create_collection)
 
@@ -334,14 +405,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start the HTTP API (OpenAI-compatible /v1/embeddings)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--open", action="store_true", help="allow serving without API keys on a non-loopback address")
+    p.add_argument(
+        "--open",
+        action="store_true",
+        help="allow serving without API keys on a non-loopback address",
+    )
     model_opt(p)
     p.set_defaults(func=cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("CDEQ_LOG_LEVEL", "WARNING"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("CDEQ_LOG_LEVEL", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -14,24 +14,33 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ModelSettings(BaseModel):
-    name: str = Field("jxm/cde-small-v1", description="Hugging Face hub id or local checkpoint folder")
-    device: str = Field("auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', …")
+    name: str = Field(
+        "jxm/cde-small-v1", description="Hugging Face hub id or local checkpoint folder"
+    )
+    device: str = Field(
+        "auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', …"
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     token_budget: int | None = Field(
-        None, ge=1032, description="tokens per forward batch incl. the 520-token prefix; default by device"
+        None,
+        ge=1032,
+        description="tokens per forward batch incl. the 520-token prefix; default by device",
     )
 
 
 class RedisSettings(BaseModel):
     url: str | None = Field(
-        None, description="redis://host:6379/0; unset = embedded mode (no queue, work runs in-process)"
+        None,
+        description="redis://host:6379/0; unset = in-process mode (no queue: jobs run in the calling process)",
     )
 
 
 class QdrantSettings(BaseModel):
     url: str | None = Field(None, description="http://host:6333; unset = local mode on `path`")
     api_key: SecretStr | None = None
-    path: str = Field("./cdeq-data", description="local-mode folder (or ':memory:') when url is unset")
+    path: str = Field(
+        "./cdeq-data", description="local-mode folder (or ':memory:') when url is unset"
+    )
     timeout_s: float = Field(30.0, gt=0)
     upsert_batch_size: int = Field(256, ge=1, le=10_000, description="points per upsert request")
     store_text: bool = Field(True, description="keep each document's text in its payload")
@@ -46,17 +55,25 @@ class IngestSettings(BaseModel):
     )
     context_seed: int = 0
     context_sample_size: int = Field(
-        512, ge=2, description="documents of a first job kept to build the context (cde-small-v1: 512)"
+        512,
+        ge=2,
+        description="documents of a first job kept to build the context (cde-small-v1: 512)",
     )
     task_soft_time_limit_s: int = Field(900, ge=1)
     task_time_limit_s: int = Field(960, ge=1)
     visibility_timeout_s: int | None = Field(
-        None, ge=1, description="broker re-delivers an unacked task after this; default: task limit + backoff + 300"
+        None,
+        ge=1,
+        description="broker re-delivers an unacked task after this; default: task limit + backoff + 300",
     )
     max_retries: int = Field(20, ge=0)
     retry_backoff_max_s: int = Field(60, ge=1)
-    context_lock_timeout_s: int = Field(1800, ge=1, description="a context build holds its lock this long at most")
-    job_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long job records are kept in Redis")
+    context_lock_timeout_s: int = Field(
+        1800, ge=1, description="a context build holds its lock this long at most"
+    )
+    job_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="how long job records are kept in Redis"
+    )
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> IngestSettings:
@@ -69,14 +86,19 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     keys: list[SecretStr] = Field(default_factory=list, description="read-write API keys")
-    read_only_keys: list[SecretStr] = Field(default_factory=list, description="keys for read routes only")
+    read_only_keys: list[SecretStr] = Field(
+        default_factory=list, description="keys for read routes only"
+    )
     allow_open: bool = Field(False, description="serve without keys on a non-loopback address")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_inputs: int = Field(2048, ge=1, description="inputs per /v1/embeddings request")
     max_in_flight: int = Field(8, ge=1, description="embedding requests running or waiting at once")
     model_name: str = Field("cde-small-v1", description="the `model` name the API reports")
     in_flight_wait_ms: int = Field(
-        5, ge=0, le=1000, description="how long a request may wait for an embedding slot before a 429"
+        5,
+        ge=0,
+        le=1000,
+        description="how long a request may wait for an embedding slot before a 429",
     )
 
 

@@ -8,26 +8,23 @@ authors' random documents). Workers and queries load a context once and cache it
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import redis
 
 from app.config import IngestSettings
-from app.errors import CdeqError, ContextNotReady, InvalidInput, NotFound, StoreUnavailable
+from app.errors import CdeqError, ContextNotReady, InvalidInput, NotFound
+from app.jobs import Corpus
+from app.locks import LockFactory
 from app.model import CdeEmbedder, sample_context
 from app.model.generic import generic_texts
-from app.store import ContextRecord, QdrantStore, parse_physical
+from app.names import parse_physical
+from app.store import ContextRecord, QdrantStore
 
 log = logging.getLogger(__name__)
-
-Corpus = Sequence[dict[str, str]]  # [{"id": ..., "text": ...}]
-LockFactory = Callable[[str], AbstractContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -39,46 +36,6 @@ class Context:
     dataset_embeddings: np.ndarray  # (context_size, D) float32, raw stage-1 output
     physical: str
     source: str  # "corpus" | "explicit" | "generic"
-
-
-def redis_lock_factory(client: redis.Redis, *, timeout_s: int, wait_s: float) -> LockFactory:
-    """Cross-process lock: one worker builds a collection's context, the others retry."""
-
-    @contextmanager
-    def lock(collection: str) -> Iterator[None]:
-        handle = client.lock(f"cdeq:lock:context:{collection}", timeout=timeout_s, blocking_timeout=wait_s)
-        try:
-            acquired = handle.acquire()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"Redis is unreachable ({exc})", retry_after_s=2.0) from exc
-        if not acquired:
-            raise ContextNotReady(
-                f"the context of {collection!r} is being built by another worker", retry_after_s=5.0
-            )
-        try:
-            yield
-        finally:
-            try:
-                handle.release()
-            except redis.exceptions.LockError:
-                log.warning("context lock of %r expired before the build finished", collection)
-
-    return lock
-
-
-def thread_lock_factory() -> LockFactory:
-    """In-process lock for embedded mode (one process owns the local Qdrant folder)."""
-    locks: dict[str, threading.Lock] = {}
-    guard = threading.Lock()
-
-    @contextmanager
-    def lock(collection: str) -> Iterator[None]:
-        with guard:
-            one = locks.setdefault(collection, threading.Lock())
-        with one:
-            yield
-
-    return lock
 
 
 class Contexts:
@@ -102,10 +59,14 @@ class Contexts:
         """The collection's live context (cached by version); NotFound when it has none."""
         physical = self.store.resolve(collection)
         if physical is None:
-            raise NotFound(f"collection {collection!r} does not exist (ingest documents into it first)")
+            raise NotFound(
+                f"collection {collection!r} does not exist (ingest documents into it first)"
+            )
         parsed = parse_physical(physical)
         if parsed is None:
-            raise CdeqError(f"collection {collection!r} points at {physical!r}, which is not a cdeq collection")
+            raise CdeqError(
+                f"collection {collection!r} points at {physical!r}, which is not a cdeq collection"
+            )
         version = parsed[1]
         cached = self._cache.get(collection)
         if cached is not None and cached.version == version:
@@ -121,7 +82,9 @@ class Contexts:
         """Dataset embeddings of the generic context (no collection), computed once."""
         if self._generic is None:
             embedder = self._embedder()
-            self._generic = embedder.embed_context(self.generic_texts(embedder), seed=self.settings.context_seed)
+            texts = self.generic_texts(embedder)
+            self._generic = embedder.embed_context(texts, seed=self.settings.context_seed)
+            self.builds += 1
         return self._generic
 
     def generic_texts(self, embedder: CdeEmbedder) -> list[str]:
@@ -147,20 +110,27 @@ class Contexts:
             except NotFound:
                 return self._build(collection, corpus(), source="corpus")
 
-    def create_collection(self, collection: str, context_texts: Sequence[str] | None = None) -> Context:
+    def create_collection(
+        self, collection: str, context_texts: Sequence[str] | None = None
+    ) -> Context:
         """Create an empty collection whose context comes from `context_texts` (or the generic
         context when None)."""
         if self.store.collection_exists(collection):
             raise InvalidInput(f"collection {collection!r} already exists", field="collection")
         if context_texts is not None and (
-            isinstance(context_texts, str) or not all(isinstance(t, str) and t.strip() for t in context_texts)
+            isinstance(context_texts, str)
+            or not all(isinstance(t, str) and t.strip() for t in context_texts)
         ):
-            raise InvalidInput("context_texts must be a list of non-empty strings", field="context_texts")
+            raise InvalidInput(
+                "context_texts must be a list of non-empty strings", field="context_texts"
+            )
         with self._lock(collection):
             if self.store.collection_exists(collection):
                 raise InvalidInput(f"collection {collection!r} already exists", field="collection")
             corpus = [{"id": f"context:{i}", "text": t} for i, t in enumerate(context_texts or [])]
-            return self._build(collection, corpus, source="explicit" if context_texts is not None else "generic")
+            return self._build(
+                collection, corpus, source="explicit" if context_texts is not None else "generic"
+            )
 
     def _build(self, collection: str, corpus: Corpus, *, source: str) -> Context:
         embedder = self._embedder()
@@ -175,30 +145,43 @@ class Contexts:
                 )
             log.info(
                 "collection %r: %d distinct documents (< %d), using the generic context",
-                collection, len(distinct), self.settings.min_context_documents,
-            )  # fmt: skip
-            chosen = [{"id": "", "text": t} for t in self.generic_texts(embedder)]
-            chosen = sample_context(chosen, embedder.context_size, seed)
+                collection,
+                len(distinct),
+                self.settings.min_context_documents,
+            )
+            chosen = []
             source = "generic"
         else:
             chosen = sample_context(list(corpus), embedder.context_size, seed)
         started = time.monotonic()
-        dataset = embedder.embed_context([c["text"] for c in chosen], seed=seed)
-        self.builds += 1
+        if source == "generic":  # one stage-1 pass per process serves every generic collection
+            dataset = self.generic()
+        else:
+            dataset = embedder.embed_context([c["text"] for c in chosen], seed=seed)
+            self.builds += 1
         version = self.store.next_context_version(collection)
         physical = self.store.ensure_physical(collection, version)
         self.store.save_context(
             ContextRecord(
-                collection=collection, version=version, dataset_embeddings=dataset,
-                sampled_ids=[c["id"] for c in chosen if c["id"]], model_id=embedder.model_id,
-                created_at=time.time(), state="ready", source=source,
+                collection=collection,
+                version=version,
+                dataset_embeddings=dataset,
+                sampled_ids=[c["id"] for c in chosen if c["id"]],
+                model_id=embedder.model_id,
+                created_at=time.time(),
+                state="ready",
+                source=source,
             )
-        )  # fmt: skip
+        )
         self.store.set_alias(collection, physical)
         log.info(
             "built context %d of %r from %d %s texts in %.1fs",
-            version, collection, len(chosen), source, time.monotonic() - started,
-        )  # fmt: skip
+            version,
+            collection,
+            len(chosen) or embedder.context_size,
+            source,
+            time.monotonic() - started,
+        )
         context = Context(collection, version, dataset, physical, source)
         self._cache[collection] = context
         return context

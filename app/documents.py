@@ -34,12 +34,16 @@ class Document:
 def _check_one(i: int, raw: object, max_text_chars: int, problems: list[str]) -> Document | None:
     where = f"documents[{i}]"
     if not isinstance(raw, Mapping):
-        problems.append(f"{where}: must be an object with 'id' and 'text', got {type(raw).__name__}")
+        problems.append(
+            f"{where}: must be an object with 'id' and 'text', got {type(raw).__name__}"
+        )
         return None
     before = len(problems)
     unknown = sorted(str(k) for k in raw if k not in DOCUMENT_KEYS)
     if unknown:
-        problems.append(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: id, text, metadata)")
+        problems.append(
+            f"{where}: unknown field(s) {', '.join(unknown)} (allowed: id, text, metadata)"
+        )
     doc_id = raw.get("id")
     if doc_id is None:
         problems.append(f"{where}.id: missing")
@@ -50,7 +54,9 @@ def _check_one(i: int, raw: object, max_text_chars: int, problems: list[str]) ->
         if not doc_id.strip():
             problems.append(f"{where}.id: empty")
         elif len(doc_id) > MAX_ID_CHARS:
-            problems.append(f"{where}.id: {len(doc_id)} characters, more than the limit of {MAX_ID_CHARS}")
+            problems.append(
+                f"{where}.id: {len(doc_id)} characters, more than the limit of {MAX_ID_CHARS}"
+            )
     text = raw.get("text")
     if text is None:
         problems.append(f"{where}.text: missing")
@@ -59,7 +65,9 @@ def _check_one(i: int, raw: object, max_text_chars: int, problems: list[str]) ->
     elif not text.strip():
         problems.append(f"{where}.text: empty or whitespace-only")
     elif len(text) > max_text_chars:
-        problems.append(f"{where}.text: {len(text)} characters, more than the limit of {max_text_chars}")
+        problems.append(
+            f"{where}.text: {len(text)} characters, more than the limit of {max_text_chars}"
+        )
     else:
         try:
             text.encode("utf-8")
@@ -99,7 +107,9 @@ def validate_documents(
     if not documents:
         problems.append("documents: empty; give at least one document")
     if len(documents) > max_documents:
-        problems.append(f"documents: {len(documents)} items, more than the limit of {max_documents} per job")
+        problems.append(
+            f"documents: {len(documents)} items, more than the limit of {max_documents} per job"
+        )
         raise InvalidInput(problems, field="documents")
     checked: list[Document] = []
     first_seen: dict[str, int] = {}
@@ -108,7 +118,9 @@ def validate_documents(
         if doc is None:
             continue
         if doc.id in first_seen:
-            problems.append(f"documents[{i}].id: {doc.id!r} duplicates documents[{first_seen[doc.id]}].id")
+            problems.append(
+                f"documents[{i}].id: {doc.id!r} duplicates documents[{first_seen[doc.id]}].id"
+            )
         else:
             first_seen[doc.id] = i
         checked.append(doc)

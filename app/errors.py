@@ -60,3 +60,7 @@ class Overloaded(CdeqError):
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class InputTooLong(InvalidInput):
+    """A text is longer than the model's limit and the caller asked not to truncate it."""

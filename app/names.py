@@ -17,7 +17,9 @@ META_COLLECTION = "cdeq_meta"
 _PHYSICAL = re.compile(r"(?P<name>.+)__c(?P<version>[1-9][0-9]*)")
 _RESERVED = re.compile(r"__c[0-9]+$")
 
-NAME_RULE = "1-63 characters, lower-case letters, digits, '_' or '-', starting with a letter or digit"
+NAME_RULE = (
+    "1-63 characters, lower-case letters, digits, '_' or '-', starting with a letter or digit"
+)
 
 
 def _shown(name: object) -> str:

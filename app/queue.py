@@ -1,12 +1,12 @@
 """The ingest queue: a Celery app configured from Settings, and how batches are handed to it.
 
 Producers send tasks by name (no worker code imported); workers/ registers the task under
-the same name. Without Redis (embedded mode) batches run in the calling process instead.
+the same name. Without Redis (in-process mode) there is no queue: `app.ingest` runs batches
+itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from celery import Celery
@@ -52,7 +52,9 @@ def make_celery(settings: Settings) -> Celery:
 
 
 class Dispatcher(Protocol):
-    def send_batch(self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]) -> None: ...
+    def send_batch(
+        self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]
+    ) -> None: ...
 
 
 class CeleryDispatcher:
@@ -61,21 +63,16 @@ class CeleryDispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def send_batch(self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]) -> None:
+    def send_batch(
+        self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]
+    ) -> None:
         try:
             self.app.send_task(
-                TASK_INGEST_BATCH, args=[job_id, collection, index, documents], queue=INGEST_QUEUE,
-                retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
-            )  # fmt: skip
+                TASK_INGEST_BATCH,
+                args=[job_id, collection, index, documents],
+                queue=INGEST_QUEUE,
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            )
         except OperationalError as exc:
             raise StoreUnavailable(f"could not queue a batch: {exc}", retry_after_s=2.0) from exc
-
-
-class InlineDispatcher:
-    """Run each batch at once in this process (tests, single-process tries)."""
-
-    def __init__(self, run: Callable[[str, str, int, list[dict[str, Any]]], object]) -> None:
-        self.run = run
-
-    def send_batch(self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]) -> None:
-        self.run(job_id, collection, index, documents)

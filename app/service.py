@@ -1,12 +1,13 @@
 """The composition root: builds model, store, job records, queue and contexts from Settings.
 
 Everything is created on first use, so a producer that only enqueues never loads the model,
-and a worker process loads it once (after fork). Entry points hold one `Cdeq` each.
+and a worker process loads it once (after fork). Each entry point (CLI command, API
+lifespan, worker process) builds one `Cdeq` and passes it to the use cases; there is no
+process-wide default.
 """
 
 from __future__ import annotations
 
-import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,13 @@ from typing import Any
 import redis
 
 from app.config import Settings, load_settings
-from app.contexts import Contexts, LockFactory, redis_lock_factory, thread_lock_factory
+from app.contexts import Contexts
 from app.errors import StoreUnavailable
-from app.jobs import JobStore
+from app.jobs import JobStore, MemoryJobStore, RedisJobStore
+from app.locks import LockFactory, redis_lock_factory, thread_lock_factory
 from app.model import CdeEmbedder
 from app.model.checkpoint import read_config
-from app.queue import CeleryDispatcher, Dispatcher, InlineDispatcher, make_celery
+from app.queue import CeleryDispatcher, Dispatcher, make_celery
 from app.store import QdrantStore
 
 
@@ -34,29 +36,42 @@ class Cdeq:
         store: QdrantStore | None = None,
         redis_client: redis.Redis | None = None,
         dispatcher: Dispatcher | None = None,
+        jobs: JobStore | None = None,
     ) -> None:
         self.settings = settings
-        self._lock = threading.Lock()
-        if embedder is not None:
-            self.__dict__["embedder"] = embedder
-        if store is not None:
-            self.__dict__["store"] = store
-        if redis_client is not None:
-            self.__dict__["redis"] = redis_client
-        if dispatcher is not None:
-            self.__dict__["dispatcher"] = dispatcher
+        given = {
+            "embedder": embedder,
+            "store": store,
+            "redis": redis_client,
+            "dispatcher": dispatcher,
+            "jobs": jobs,
+        }
+        for name, part in given.items():
+            if part is not None:
+                self.__dict__[name] = part  # pre-fills the cached_property of that name
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Cdeq:
+        """A service configured from CDEQ_* variables (read now), with explicit overrides."""
+        return cls(load_settings(**overrides))
+
+    def has(self, part: str) -> bool:
+        """Whether ``part`` (e.g. "embedder", "store") is built already, without building it."""
+        return part in self.__dict__
 
     @cached_property
     def embedder(self) -> CdeEmbedder:
         m = self.settings.model
-        return CdeEmbedder.from_pretrained(m.name, device=m.device, dtype=m.dtype, token_budget=m.token_budget)
+        return CdeEmbedder.from_pretrained(
+            m.name, device=m.device, dtype=m.dtype, token_budget=m.token_budget
+        )
 
     @cached_property
     def store(self) -> QdrantStore:
         store = QdrantStore.from_settings(self.settings.qdrant, dim=self.model_dim())
         if not self.settings.qdrant.url:
-            # Embedded storage belongs to this process alone: shape it on first use, so a
-            # first try needs no `cdeq migrate`. A server is migrated once, by `cdeq migrate`.
+            # Local storage belongs to this process alone: shape it on first use, so a first
+            # try needs no `cdeq migrate`. A server is migrated once, by `cdeq migrate`.
             from migrations import migrate
 
             migrate(store)
@@ -67,12 +82,15 @@ class Cdeq:
         if not self.settings.redis.url:
             return None
         return redis.Redis.from_url(
-            self.settings.redis.url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+            self.settings.redis.url,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
         )
 
     def model_dim(self) -> int:
         """Vector size of the configured model, without loading it when avoidable."""
-        if "embedder" in self.__dict__:
+        if self.has("embedder"):
             return self.embedder.dim
         folder = Path(self.settings.model.name).expanduser()
         if folder.is_dir():
@@ -81,18 +99,15 @@ class Cdeq:
 
     @property
     def queued(self) -> bool:
-        """True when batches go through Redis/Celery; False in embedded mode."""
+        """True when batches go through Redis and Celery workers; False in in-process mode."""
         return self.redis is not None
 
     @cached_property
     def jobs(self) -> JobStore:
+        """Job records: in Redis with a queue, else in this process's memory."""
         if self.redis is None:
-            raise StoreUnavailable(
-                "job records need Redis: set CDEQ_REDIS__URL (in embedded mode `cdeq ingest` runs "
-                "the job at once and prints its outcome)",
-                retry_after_s=0,
-            )
-        return JobStore(self.redis, ttl_s=self.settings.ingest.job_ttl_s)
+            return MemoryJobStore()
+        return RedisJobStore(self.redis, ttl_s=self.settings.ingest.job_ttl_s)
 
     @cached_property
     def celery(self) -> Any:
@@ -101,44 +116,24 @@ class Cdeq:
     @cached_property
     def dispatcher(self) -> Dispatcher:
         if self.redis is None:
-            from app.ingest import process_batch
-
-            return InlineDispatcher(lambda job, coll, idx, docs: process_batch(self, job, coll, idx, docs))
+            raise StoreUnavailable(
+                "the ingest queue needs Redis: set CDEQ_REDIS__URL", retry_after_s=0
+            )
         return CeleryDispatcher(self.celery)
 
     @cached_property
+    def locks(self) -> LockFactory:
+        if self.redis is None:
+            return thread_lock_factory()
+        timeout = self.settings.ingest.context_lock_timeout_s
+        return redis_lock_factory(self.redis, timeout_s=timeout, wait_s=10.0)
+
+    @cached_property
     def contexts(self) -> Contexts:
-        lock: LockFactory
-        if self.redis is not None:
-            lock = redis_lock_factory(
-                self.redis, timeout_s=self.settings.ingest.context_lock_timeout_s, wait_s=10.0
-            )
-        else:
-            lock = thread_lock_factory()
-        return Contexts(self.store, lambda: self.embedder, lock, self.settings.ingest)
+        return Contexts(self.store, lambda: self.embedder, self.locks, self.settings.ingest)
 
     def close(self) -> None:
-        if "store" in self.__dict__:
+        if self.has("store"):
             self.store.close()
         if self.__dict__.get("redis") is not None:
             self.redis.close()  # type: ignore[union-attr]
-
-
-_default: Cdeq | None = None
-_default_lock = threading.Lock()
-
-
-def default_service() -> Cdeq:
-    """The process-wide service built from the environment, on first use (never at import)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Cdeq(load_settings())
-        return _default
-
-
-def set_default_service(service: Cdeq | None) -> None:
-    """Install (or clear) the service that module-level use cases use by default."""
-    global _default
-    with _default_lock:
-        _default = service

@@ -72,7 +72,9 @@ def uniq(store_token: str) -> Callable[[str], str]:
 
 
 @pytest.fixture(params=STORE_BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path, store_token: str) -> Iterator[QdrantStore]:
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, store_token: str
+) -> Iterator[QdrantStore]:
     """A dim-4 QdrantStore, never migrated, on each backend in turn."""
     backend = request.param
     remote = backend in ("server", "container")
@@ -98,10 +100,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, store_token: str) -> I
     qstore.close()
 
 
-# ---- HTTP API (tests/test_api*.py) --------------------------------------------------------------
+# ---- HTTP API (tests/unit/test_api*.py, tests/integration/test_api*.py) --------------------------------------------------------------
 @pytest.fixture(scope="module")
-def api_service(tmp_path_factory: pytest.TempPathFactory, embedder: CdeEmbedder) -> Iterator[object]:
-    """An embedded-mode service (no Redis) over a private local Qdrant folder, for one module.
+def api_service(
+    tmp_path_factory: pytest.TempPathFactory, embedder: CdeEmbedder
+) -> Iterator[object]:
+    """An in-process service (no Redis) over a private local Qdrant folder, for one module.
 
     Settings groups are passed explicitly, so CDEQ_* variables of the environment cannot leak in."""
     from app.config import ApiSettings, QdrantSettings, RedisSettings, Settings

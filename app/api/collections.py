@@ -1,8 +1,8 @@
 """Collection routes: ingest documents, follow jobs, search, delete documents, list collections.
 
 With Redis (queued mode) an ingest request is validated, recorded and queued, and answers 202
-with a job id at once. In embedded mode (no Redis) the whole job runs in this process and the
-request answers 200 with the finished job's status.
+with a job id at once. In in-process mode (no Redis) the whole job runs in this process and the
+request answers 200 with the finished job's status; its record stays readable at /v1/jobs/{id}.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.auth import ReadAccess, WriteAccess
 from app.api.schemas import DeleteRequest, DocumentsRequest, SearchRequest, openapi_body, read_body
 from app.errors import NotFound
-from app.ingest import ingest_documents
-from app.jobs import enqueue, job_status
+from app.ingest import job_status, submit
 from app.query import delete_documents, list_collections, search
 from app.service import Cdeq
 
@@ -32,30 +31,27 @@ def _service(request: Request) -> Cdeq:
     return service
 
 
-
-
 @router.post(
     "/v1/collections/{name}/documents",
     dependencies=[WriteAccess],
     openapi_extra=openapi_body(DocumentsRequest),
     status_code=202,
-    summary="Ingest documents (202 + job id with a queue; 200 + finished job in embedded mode)",
+    summary="Ingest documents (202 + job id with a queue; 200 + finished job in-process)",
 )
 async def add_documents(name: str, request: Request) -> Response:
     service = _service(request)
     req = await read_body(request, DocumentsRequest)
     if service.queued:
-        job_id = await run_in_threadpool(
-            enqueue, name, req.documents, service=service
-        )
+        job_id = await run_in_threadpool(lambda: submit(name, req.documents, service=service))
         return JSONResponse(
             {"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"}
         )
     async with request.app.state.in_flight.slot():
-        status = await run_in_threadpool(
-            ingest_documents, name, req.documents, service=service
-        )
-    return JSONResponse(status.to_dict(), status_code=200)
+        job_id = await run_in_threadpool(lambda: submit(name, req.documents, service=service))
+    status = await run_in_threadpool(lambda: job_status(job_id, service=service))
+    return JSONResponse(
+        status.to_dict(), status_code=200, headers={"Location": f"/v1/jobs/{job_id}"}
+    )
 
 
 @router.get(
@@ -63,14 +59,9 @@ async def add_documents(name: str, request: Request) -> Response:
 )
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     service = _service(request)
-    if not service.queued:
-        raise NotFound(
-            f"job {job_id!r} not found: this server runs in embedded mode (no Redis), where an "
-            "ingest request answers with the finished job itself"
-        )
     if not _JOB_ID.fullmatch(job_id):
         raise NotFound("job not found (job ids are letters, digits, '-' and '_')")
-    status = await run_in_threadpool(job_status, job_id, service=service)
+    status = await run_in_threadpool(lambda: job_status(job_id, service=service))
     return status.to_dict()
 
 
@@ -85,7 +76,7 @@ async def search_collection(name: str, request: Request) -> dict[str, Any]:
     req = await read_body(request, SearchRequest)
     async with request.app.state.in_flight.slot():
         hits = await run_in_threadpool(
-            search, name, req.text, req.top_k, req.filter, service=service
+            lambda: search(name, req.text, req.top_k, req.filter, service=service)
         )
     return {
         "results": [{"id": h.document_id, "score": h.score, "payload": h.payload} for h in hits]
@@ -102,7 +93,7 @@ async def remove_documents(name: str, request: Request) -> dict[str, int]:
     service = _service(request)
     req = await read_body(request, DeleteRequest)
     deleted = await run_in_threadpool(
-        delete_documents, name, req.document_ids(), service=service
+        lambda: delete_documents(name, req.document_ids(), service=service)
     )
     return {"deleted": deleted}
 
@@ -113,9 +104,8 @@ async def remove_documents(name: str, request: Request) -> dict[str, int]:
     summary="Collections with sizes and context versions",
 )
 async def get_collections(request: Request) -> dict[str, Any]:
-    infos = await run_in_threadpool(
-        list_collections, service=_service(request)
-    )
+    service = _service(request)
+    infos = await run_in_threadpool(lambda: list_collections(service=service))
     return {
         "object": "list",
         "data": [

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.errors import (
     CdeqError,
     ContextNotReady,
+    InputTooLong,
     InvalidInput,
     ModelLoadError,
     NotFound,
@@ -137,6 +138,11 @@ async def _invalid_input(request: Request, exc: Exception) -> Response:
     return error_response(400, str(exc), param=exc.field, code="invalid_value")
 
 
+async def _input_too_long(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InputTooLong)
+    return error_response(413, str(exc), param=exc.field, code="input_too_long")
+
+
 async def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
@@ -160,12 +166,16 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return error_response(404, str(exc), code="not_found")
 
 
-def _retry_later(status: int, type_: str, code: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+def _retry_later(
+    status: int, type_: str, code: str
+) -> Callable[[Request, Exception], Awaitable[Response]]:
     """A handler for errors that carry `retry_after_s` (503 dependency down, 429 overload)."""
 
     async def handler(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ContextNotReady | StoreUnavailable | Overloaded)
-        return error_response(status, str(exc), type_=type_, code=code, headers=retry_after(exc.retry_after_s))
+        return error_response(
+            status, str(exc), type_=type_, code=code, headers=retry_after(exc.retry_after_s)
+        )
 
     return handler
 
@@ -222,10 +232,13 @@ def install(app: FastAPI) -> None:
     """Register the handlers (most specific classes first for readability; Starlette picks by MRO)."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(InvalidInput, _invalid_input)
+    app.add_exception_handler(InputTooLong, _input_too_long)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(ContextNotReady, _retry_later(503, SERVER_ERROR, "context_not_ready"))
-    app.add_exception_handler(StoreUnavailable, _retry_later(503, SERVER_ERROR, "store_unavailable"))
+    app.add_exception_handler(
+        StoreUnavailable, _retry_later(503, SERVER_ERROR, "store_unavailable")
+    )
     app.add_exception_handler(Overloaded, _retry_later(429, "rate_limit_error", "overloaded"))
     app.add_exception_handler(ModelLoadError, _model_load)
     app.add_exception_handler(CdeqError, _cdeq_error)

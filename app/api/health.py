@@ -31,7 +31,7 @@ def _checks(service: Cdeq) -> dict[str, str]:
     from migrations import LATEST_SCHEMA
 
     checks: dict[str, str] = {}
-    checks["model"] = "ok" if "embedder" in service.__dict__ else "not loaded"
+    checks["model"] = "ok" if service.has("embedder") else "not loaded"
     if service.queued:
         try:
             service.redis.ping()  # type: ignore[union-attr]
@@ -39,7 +39,7 @@ def _checks(service: Cdeq) -> dict[str, str]:
         except redis.RedisError as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
     else:
-        checks["redis"] = "not used (embedded mode)"
+        checks["redis"] = "not used (in-process mode)"
     try:
         version = service.store.schema_version()
         checks["qdrant"] = (
@@ -53,14 +53,12 @@ def _checks(service: Cdeq) -> dict[str, str]:
     return checks
 
 
-_OK = ("ok", "not used (embedded mode)")
+_OK = ("ok", "not used (in-process mode)")
 
 
 @router.get("/readyz", summary="Ready to serve: model loaded, Redis and Qdrant reachable")
 async def readyz(request: Request) -> Response:
-    checks = await run_in_threadpool(
-        _checks, request.app.state.service
-    )
+    checks = await run_in_threadpool(_checks, request.app.state.service)
     failed = {name: state for name, state in checks.items() if state not in _OK}
     if not failed:
         return Response(_json({"status": "ready", "checks": checks}), media_type="application/json")

@@ -35,7 +35,7 @@ class _QueueDepth(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         client = self._client()
         if client is None:
-            return  # embedded mode: no queue
+            return  # in-process mode: no queue
         try:
             depth = int(client.llen(INGEST_QUEUE))
         except redis.RedisError as exc:
@@ -58,18 +58,24 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "cdeq_http_requests", "HTTP requests by route, method and status",
-            ["route", "method", "status"], registry=self.registry,
-        )  # fmt: skip
+            "cdeq_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "cdeq_http_request_duration_seconds", "HTTP request latency by route, method and status",
-            ["route", "method", "status"], registry=self.registry,
+            "cdeq_http_request_duration_seconds",
+            "HTTP request latency by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )  # fmt: skip
+        )
         self.tokens = Counter(
-            "cdeq_embedded_tokens", "Tokens embedded for /v1/embeddings, by input type",
-            ["input_type"], registry=self.registry,
-        )  # fmt: skip
+            "cdeq_embedded_tokens",
+            "Tokens embedded for /v1/embeddings, by input type",
+            ["input_type"],
+            registry=self.registry,
+        )
         gauge = Gauge(
             "cdeq_embedding_requests_in_flight",
             "Embedding requests running now",

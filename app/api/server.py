@@ -31,7 +31,7 @@ def prepare(service: Cdeq) -> None:
 
     A Qdrant server that does not answer yet is not fatal (/readyz reports it); a model that
     cannot be loaded is."""
-    loaded = "embedder" in service.__dict__
+    loaded = service.has("embedder")
     embedder = service.embedder
     try:
         service.store  # noqa: B018 (opens the client; local mode also shapes its folder)

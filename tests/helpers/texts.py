@@ -11,11 +11,15 @@ import random
 from app.model.generic import word_list
 
 
-def topical_texts(n: int, seed: int = 0, *, topic_words: int = 12, min_words: int = 30, max_words: int = 100) -> list[str]:
+def topical_texts(
+    n: int, seed: int = 0, *, topic_words: int = 12, min_words: int = 30, max_words: int = 100
+) -> list[str]:
     rng = random.Random(seed)
     words = word_list()
     texts = []
     for _ in range(n):
         vocabulary = rng.sample(words, topic_words)
-        texts.append(" ".join(rng.choice(vocabulary) for _ in range(rng.randint(min_words, max_words))))
+        texts.append(
+            " ".join(rng.choice(vocabulary) for _ in range(rng.randint(min_words, max_words)))
+        )
     return texts

@@ -1,63 +1,86 @@
-"""The `cdeq` command line in embedded mode (no Redis, local Qdrant), as a user runs it."""
+"""The `cdeq` command line in in-process mode (no Redis, local storage), as a user runs it."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.builders import cdeq
 from tests.helpers.texts import topical_texts
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cdeq(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CDEQ_")}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=cwd, env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
 
 
 @pytest.fixture()
 def docs_file(tmp_path: Path) -> Path:
     path = tmp_path / "docs.jsonl"
     texts = topical_texts(60, seed=8)
-    path.write_text("".join(json.dumps({"id": f"d{i}", "text": t, "metadata": {"i": i}}) + "\n" for i, t in enumerate(texts)))
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"d{i}", "text": t, "metadata": {"i": i}}) + "\n"
+            for i, t in enumerate(texts)
+        )
+    )
     return path
 
 
-def test_embedded_quick_start(tiny_model_dir: Path, docs_file: Path, tmp_path: Path) -> None:
-    ingest = cdeq("ingest", str(docs_file), "--collection", "notes", "--model", str(tiny_model_dir), "--json", cwd=tmp_path)
+def test_in_process_quick_start(tiny_model_dir: Path, docs_file: Path, tmp_path: Path) -> None:
+    ingest = cdeq(
+        "ingest",
+        str(docs_file),
+        "--collection",
+        "notes",
+        "--model",
+        str(tiny_model_dir),
+        "--json",
+        cwd=tmp_path,
+    )
     assert ingest.returncode == 0, ingest.stderr
     outcome = json.loads(ingest.stdout)
     assert (outcome["state"], outcome["succeeded"], outcome["total"]) == ("done", 60, 60)
-    assert (tmp_path / "cdeq-data").is_dir()  # the embedded default folder
+    assert (tmp_path / "cdeq-data").is_dir()  # the default local storage folder
 
     text = json.loads(docs_file.read_text().splitlines()[3])["text"]
-    found = cdeq("search", "notes", text, "--top-k", "2", "--json", "--model", str(tiny_model_dir), cwd=tmp_path)
+    found = cdeq(
+        "search",
+        "notes",
+        text,
+        "--top-k",
+        "2",
+        "--json",
+        "--model",
+        str(tiny_model_dir),
+        cwd=tmp_path,
+    )
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
     assert len(hits) == 2 and hits[0]["id"] == "d3" and hits[0]["payload"]["metadata"] == {"i": 3}
 
     listed = cdeq("collections", "--json", cwd=tmp_path)
-    assert json.loads(listed.stdout) == [{"name": "notes", "points": 60, "context_version": 1, "physical": "notes__c1"}]
+    assert json.loads(listed.stdout) == [
+        {"name": "notes", "points": 60, "context_version": 1, "physical": "notes__c1"}
+    ]
 
 
-def test_bad_lines_are_all_reported_and_nothing_stored(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_bad_lines_are_all_reported_and_nothing_stored(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "a", "text": "fine"}\n{not json}\n{"id": "b"}\n\n[1, 2\n')
-    result = cdeq("ingest", str(path), "--collection", "bad", "--model", str(tiny_model_dir), cwd=tmp_path)
+    result = cdeq(
+        "ingest", str(path), "--collection", "bad", "--model", str(tiny_model_dir), cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "line 2: not valid JSON" in result.stderr and "line 5: not valid JSON" in result.stderr
     path.write_text('{"id": "a", "text": "fine"}\n{"id": "b"}\n{"id": "a", "text": "again"}\n')
-    result = cdeq("ingest", str(path), "--collection", "bad", "--model", str(tiny_model_dir), cwd=tmp_path)
+    result = cdeq(
+        "ingest", str(path), "--collection", "bad", "--model", str(tiny_model_dir), cwd=tmp_path
+    )
     assert result.returncode == 2
-    assert "documents[1].text: missing" in result.stderr and "documents[2].id: 'a' duplicates" in result.stderr
+    assert (
+        "documents[1].text: missing" in result.stderr
+        and "documents[2].id: 'a' duplicates" in result.stderr
+    )
     listed = cdeq("collections", cwd=tmp_path)
     assert listed.stdout.strip() == "no collections"
 
@@ -69,7 +92,15 @@ def test_errors_map_to_exit_codes(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert bad_name.returncode == 2 and "not a valid collection name" in bad_name.stderr
     docs = tmp_path / "one.jsonl"
     docs.write_text('{"id": "a", "text": "some text"}\n')
-    no_model = cdeq("ingest", str(docs), "--collection", "x", "--model", str(tmp_path / "no-model"), cwd=tmp_path)
+    no_model = cdeq(
+        "ingest",
+        str(docs),
+        "--collection",
+        "x",
+        "--model",
+        str(tmp_path / "no-model"),
+        cwd=tmp_path,
+    )
     assert no_model.returncode == 4 and "no such folder" in no_model.stderr
     no_redis = cdeq("status", "some-job", cwd=tmp_path)
     assert no_redis.returncode == 5 and "CDEQ_REDIS__URL" in no_redis.stderr
@@ -79,22 +110,48 @@ def test_make_tiny_model_and_migrate_twice(tmp_path: Path) -> None:
     made = cdeq("make-tiny-model", str(tmp_path / "m"), "--seed", "3", cwd=tmp_path)
     assert made.returncode == 0 and (tmp_path / "m" / "model.safetensors").is_file()
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["architectures"] == ["DatasetTransformer"] and config["backbone_config"]["n_embd"] == 64
+    assert (
+        config["architectures"] == ["DatasetTransformer"]
+        and config["backbone_config"]["n_embd"] == 64
+    )
     first = cdeq("migrate", cwd=tmp_path)
     second = cdeq("migrate", cwd=tmp_path)
     assert first.returncode == second.returncode == 0
     assert "applied migrations 1, 2" in first.stdout and "nothing to do" in second.stdout
 
 
-def test_create_collection_with_a_context_file(tiny_model_dir: Path, docs_file: Path, tmp_path: Path) -> None:
+def test_create_collection_with_a_context_file(
+    tiny_model_dir: Path, docs_file: Path, tmp_path: Path
+) -> None:
     context = tmp_path / "context.txt"
     context.write_text("\n".join(topical_texts(40, seed=77)) + "\n")
-    made = cdeq("create-collection", "curated", "--context", str(context), "--model", str(tiny_model_dir), cwd=tmp_path)
+    made = cdeq(
+        "create-collection",
+        "curated",
+        "--context",
+        str(context),
+        "--model",
+        str(tiny_model_dir),
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr
     assert "created curated (context v1 from 40 context texts)" in made.stdout
     again = cdeq("create-collection", "curated", "--model", str(tiny_model_dir), cwd=tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr
-    ingest = cdeq("ingest", str(docs_file), "--collection", "curated", "--model", str(tiny_model_dir), cwd=tmp_path)
+    ingest = cdeq(
+        "ingest",
+        str(docs_file),
+        "--collection",
+        "curated",
+        "--model",
+        str(tiny_model_dir),
+        cwd=tmp_path,
+    )
     assert ingest.returncode == 0, ingest.stderr
     listed = cdeq("collections", "--json", cwd=tmp_path)
-    assert json.loads(listed.stdout)[0] == {"name": "curated", "points": 60, "context_version": 1, "physical": "curated__c1"}
+    assert json.loads(listed.stdout)[0] == {
+        "name": "curated",
+        "points": 60,
+        "context_version": 1,
+        "physical": "curated__c1",
+    }

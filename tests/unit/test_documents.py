@@ -13,7 +13,10 @@ def check(collection: object, documents: object) -> list[Document]:
 
 
 def test_valid_documents_pass_through() -> None:
-    docs = check("my-docs_1", [{"id": "a", "text": "hello"}, {"id": 7, "text": "x", "metadata": {"k": [1, 2]}}])
+    docs = check(
+        "my-docs_1",
+        [{"id": "a", "text": "hello"}, {"id": 7, "text": "x", "metadata": {"k": [1, 2]}}],
+    )
     assert docs == [Document("a", "hello", {}), Document("7", "x", {"k": [1, 2]})]
     assert docs[0].content_hash != Document("a", "hello!", {}).content_hash
 
@@ -54,7 +57,9 @@ def test_every_problem_is_listed_at_once() -> None:
         assert problem.startswith(start), (problem, start)
 
 
-@pytest.mark.parametrize("name", ["", "..", "a/b", "%2F", "Upper", "-lead", "x" * 64, "sp ace", "trail\n", None, 5])
+@pytest.mark.parametrize(
+    "name", ["", "..", "a/b", "%2F", "Upper", "-lead", "x" * 64, "sp ace", "trail\n", None, 5]
+)
 def test_bad_collection_names(name: object) -> None:
     with pytest.raises(InvalidInput, match="not a valid collection name"):
         check_collection_name(name)
@@ -73,7 +78,10 @@ def test_collection_name_limits() -> None:
         ([], "documents: empty"),
         ("text", "must be a list of objects, got str"),
         ({"id": "a", "text": "b"}, "must be a list of objects, got dict"),
-        ([{"id": str(i), "text": "t"} for i in range(101)], "101 items, more than the limit of 100"),
+        (
+            [{"id": str(i), "text": "t"} for i in range(101)],
+            "101 items, more than the limit of 100",
+        ),
     ],
 )
 def test_bad_document_lists(documents: object, message: str) -> None:

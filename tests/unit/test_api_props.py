@@ -45,25 +45,33 @@ def bodies(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict[
     return st.fixed_dictionaries({}, optional={**fields, "extra": json_values})
 
 
-embedding_bodies = bodies({
-    "input": field(texts | st.lists(texts, max_size=5) | st.lists(st.integers(), max_size=3)),
-    "model": field(st.just("cde-small-v1")),
-    "encoding_format": field(st.sampled_from(["float", "base64"])),
-    "dimensions": field(st.just(64)),
-    "user": json_values,
-    "collection": field(st.sampled_from(["props", "no-such", "..", "A" * 100])),
-    "input_type": field(st.sampled_from(["query", "document"])),
-    "truncate": field(st.booleans()),
-})  # fmt: skip
+embedding_bodies = bodies(
+    {
+        "input": field(texts | st.lists(texts, max_size=5) | st.lists(st.integers(), max_size=3)),
+        "model": field(st.just("cde-small-v1")),
+        "encoding_format": field(st.sampled_from(["float", "base64"])),
+        "dimensions": field(st.just(64)),
+        "user": json_values,
+        "collection": field(st.sampled_from(["props", "no-such", "..", "A" * 100])),
+        "input_type": field(st.sampled_from(["query", "document"])),
+        "truncate": field(st.booleans()),
+    }
+)
 document = st.fixed_dictionaries(
     {}, optional={"id": field(texts), "text": field(texts), "metadata": json_values}
 )
 documents_bodies = bodies({"documents": field(st.lists(document | json_values, max_size=4))})
-search_bodies = bodies({
-    "text": field(texts),
-    "top_k": field(st.integers(-5, 2000)),
-    "filter": field(st.dictionaries(st.sampled_from(["metadata.n", "document_id", ""]) | texts, json_values, max_size=3)),
-})  # fmt: skip
+search_bodies = bodies(
+    {
+        "text": field(texts),
+        "top_k": field(st.integers(-5, 2000)),
+        "filter": field(
+            st.dictionaries(
+                st.sampled_from(["metadata.n", "document_id", ""]) | texts, json_values, max_size=3
+            )
+        ),
+    }
+)
 delete_bodies = bodies({"ids": field(st.lists(texts | st.integers() | json_values, max_size=4))})
 names = st.sampled_from(["props", "no-such", "..", "a/b", "x" * 300, "cdeq_meta"]) | texts
 
@@ -108,7 +116,9 @@ def test_embeddings_never_5xx(client: TestClient, body: Any) -> None:
 def test_ingest_never_5xx(client: TestClient, name: str, body: Any) -> None:
     check(
         client.post(
-            f"/v1/collections/{quote(name, safe='', errors='surrogatepass')}/documents", content=encode(body), headers=JSON
+            f"/v1/collections/{quote(name, safe='', errors='surrogatepass')}/documents",
+            content=encode(body),
+            headers=JSON,
         )
     )
 
@@ -118,7 +128,9 @@ def test_ingest_never_5xx(client: TestClient, name: str, body: Any) -> None:
 def test_search_never_5xx(client: TestClient, name: str, body: Any) -> None:
     check(
         client.post(
-            f"/v1/collections/{quote(name, safe='', errors='surrogatepass')}/search", content=encode(body), headers=JSON
+            f"/v1/collections/{quote(name, safe='', errors='surrogatepass')}/search",
+            content=encode(body),
+            headers=JSON,
         )
     )
 

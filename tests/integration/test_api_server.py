@@ -25,6 +25,7 @@ import pytest
 from app.ingest import ingest_documents
 from app.model import CdeEmbedder
 from app.service import Cdeq
+from tests.helpers.builders import corpus, cosine
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +39,6 @@ TEXTS = [
     "Mountains rise above the valley.",
     "search_document: a prefixed one",
 ]
-
-
-def corpus(n: int = 40) -> list[dict[str, Any]]:
-    return [
-        {"id": f"d{i}", "text": f"note {i} on harbour {i % 6} and ship {i % 9}"} for i in range(n)
-    ]
-
-
-def cosine(a: Any, b: Any) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
 def free_port() -> int:
@@ -83,9 +72,23 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     log = tmp / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--model", str(tiny_model_dir), "--device", "cpu", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parent.parent,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--model",
+                str(tiny_model_dir),
+                "--device",
+                "cpu",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=Path(__file__).parent.parent,
+        )
     srv = Server(f"http://127.0.0.1:{port}", process, log)
     deadline = time.monotonic() + 90
     while True:
@@ -156,9 +159,10 @@ def test_openai_client_generic_context(
     assert floats.usage.prompt_tokens == floats.usage.total_tokens == tokens
     assert floats.model == "cde-small-v1" and [d.index for d in floats.data] == [0, 1, 2]
     raw = httpx.post(
-        f"{server.url}/v1/embeddings", json={"input": TEXTS[:1], "encoding_format": "base64", "input_type": "query"},
+        f"{server.url}/v1/embeddings",
+        json={"input": TEXTS[:1], "encoding_format": "base64", "input_type": "query"},
         headers={"Authorization": f"Bearer {RO}"},
-    ).json()  # fmt: skip
+    ).json()
     decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
     assert cosine(decoded, got[0]) >= 0.99999  # a batch of one: padding differs, so not bit-equal
 
@@ -166,10 +170,14 @@ def test_openai_client_generic_context(
 def test_openai_client_collection_context(
     server: Server, generic: Cdeq, embedder: CdeEmbedder
 ) -> None:
-    docs = corpus()
-    r = httpx.post(f"{server.url}/v1/collections/harbours/documents", json={"documents": docs},
-                   headers={"Authorization": f"Bearer {RW}"}, timeout=60)  # fmt: skip
-    assert r.status_code == 200, r.text  # embedded mode: finished at once
+    docs = corpus(40, "harbour")
+    r = httpx.post(
+        f"{server.url}/v1/collections/harbours/documents",
+        json={"documents": docs},
+        headers={"Authorization": f"Bearer {RW}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text  # in-process mode: finished at once
     assert r.json()["state"] == "done"
     got = oai(server).embeddings.create(
         model="cde-small-v1",
@@ -193,11 +201,18 @@ def test_auth_over_http(server: Server) -> None:
         oai(server, WRONG).embeddings.create(model="cde-small-v1", input="hello")
     r = httpx.post(f"{server.url}/v1/embeddings", json={"input": "hello"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-    r = httpx.post(f"{server.url}/v1/collections/harbours/documents", json={"documents": corpus(1)},
-                   headers={"Authorization": f"Bearer {RO}"})  # fmt: skip
+    r = httpx.post(
+        f"{server.url}/v1/collections/harbours/documents",
+        json={"documents": corpus(1, "harbour")},
+        headers={"Authorization": f"Bearer {RO}"},
+    )
     assert r.status_code == 403
-    r = httpx.request("DELETE", f"{server.url}/v1/collections/harbours/documents", json={"ids": ["d1"]},
-                      headers={"Authorization": f"Bearer {RO}"})  # fmt: skip
+    r = httpx.request(
+        "DELETE",
+        f"{server.url}/v1/collections/harbours/documents",
+        json={"ids": ["d1"]},
+        headers={"Authorization": f"Bearer {RO}"},
+    )
     assert r.status_code == 403
     for route in ("/healthz", "/readyz", "/metrics"):
         assert httpx.get(f"{server.url}{route}").status_code == 200
@@ -244,8 +259,11 @@ def test_overload_gives_429_and_the_server_recovers(server: Server) -> None:
     def fire(i: int) -> None:
         with httpx.Client(timeout=120) as http:
             barrier.wait()
-            r = http.post(f"{server.url}/v1/embeddings", json={"input": long_texts},
-                          headers={"Authorization": f"Bearer {RW}"})  # fmt: skip
+            r = http.post(
+                f"{server.url}/v1/embeddings",
+                json={"input": long_texts},
+                headers={"Authorization": f"Bearer {RW}"},
+            )
             results[i] = (r.status_code, dict(r.headers), r.json())
 
     threads = [threading.Thread(target=fire, args=(i,)) for i in range(n)]

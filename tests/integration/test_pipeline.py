@@ -12,49 +12,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
 from app.config import Settings
-from app.errors import InvalidInput, NotFound, StoreUnavailable
-from app.ingest import ingest_documents
-from app.jobs import enqueue, job_status
+from app.errors import InvalidInput, NotFound
+from app.ingest import enqueue, job_status
 from app.model import CdeEmbedder
-from app.model.generic import generic_texts
-from app.query import create_collection, delete_documents, list_collections, search
+from app.query import list_collections, search
 from app.service import Cdeq
 from app.store import QdrantStore
-from tests.helpers.texts import topical_texts
+from tests.helpers.builders import ROOT, documents, wait_finished
+from tests.helpers.builders import make_settings as _make_settings
+from tests.helpers.faults import CountingEmbedder, FlakyStore
+from tests.integration.conftest import redis_url
 from workers.celery_app import create_app, set_worker_service
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
-ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = redis_url(14)
 
 
-def documents(n: int, seed: int = 21) -> list[dict[str, Any]]:
-    texts = topical_texts(n, seed=seed)
-    return [{"id": f"doc-{i}", "text": t, "metadata": {"n": i, "even": i % 2 == 0}} for i, t in enumerate(texts)]
-
-
-def make_settings(model_dir: Path, qdrant_path: Path, *, queued: bool = True, **ingest: Any) -> Settings:
-    return Settings(
-        model={"name": str(model_dir), "device": "cpu"},
-        redis={"url": REDIS_URL if queued else None},
-        qdrant={"path": str(qdrant_path)},
-        ingest={"batch_size": 32, "retry_backoff_max_s": 1, **ingest},
-    )
-
-
-def wait_finished(job_id: str, svc: Cdeq, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = job_status(job_id, service=svc)
-        if status.finished:
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished after {timeout}s: {job_status(job_id, service=svc)}")
+def make_settings(
+    model_dir: Path, qdrant_path: Path, *, queued: bool = True, **ingest: Any
+) -> Settings:
+    return _make_settings(model_dir, qdrant_path, redis_url=REDIS_URL if queued else None, **ingest)
 
 
 @pytest.fixture()
@@ -66,37 +47,13 @@ def clean_redis() -> Iterator[redis.Redis]:
     client.close()
 
 
-class CountingEmbedder:
-    """The real embedder, counting stage-1 runs (a spy, not a mock)."""
-
-    def __init__(self, inner: CdeEmbedder) -> None:
-        self.inner = inner
-        self.context_calls = 0
-
-    def embed_context(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        self.context_calls += 1
-        return self.inner.embed_context(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class FlakyStore(QdrantStore):
-    """A real local-mode store whose first `failures` upserts raise StoreUnavailable, the way
-    a Qdrant outage surfaces (simulated: no server can be stopped and restarted here)."""
-
-    failures = 0
-
-    def upsert(self, physical: str, points: Any) -> None:
-        if self.failures > 0:
-            self.failures -= 1
-            raise StoreUnavailable("simulated Qdrant outage", retry_after_s=0.1)
-        super().upsert(physical, points)
-
-
 @pytest.fixture()
-def service(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis) -> Iterator[Cdeq]:
-    svc = Cdeq(make_settings(tiny_model_dir, tmp_path / "qdrant"), embedder=CountingEmbedder(embedder))  # type: ignore[arg-type]
+def service(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> Iterator[Cdeq]:
+    svc = Cdeq(
+        make_settings(tiny_model_dir, tmp_path / "qdrant"), embedder=CountingEmbedder(embedder)
+    )  # type: ignore[arg-type]
     yield svc
     svc.close()
 
@@ -107,7 +64,9 @@ def worker(service: Cdeq) -> Iterator[Cdeq]:
     the test's service (local Qdrant is single-process)."""
     app = create_app(service.settings)
     set_worker_service(service)
-    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30):
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30
+    ):
         yield service
     set_worker_service(None)
 
@@ -166,7 +125,13 @@ def ingest_with_flaky_store(
     svc = Cdeq(settings, embedder=embedder, store=store)
     set_worker_service(svc)
     try:
-        with start_worker(create_app(settings), pool="solo", perform_ping_check=False, loglevel="CRITICAL", shutdown_timeout=30):
+        with start_worker(
+            create_app(settings),
+            pool="solo",
+            perform_ping_check=False,
+            loglevel="CRITICAL",
+            shutdown_timeout=30,
+        ):
             status = wait_finished(enqueue(collection, documents(n_docs), service=svc), svc)
         stored = store.count(collection) if store.collection_exists(collection) else 0
         return status, stored, store.failures
@@ -175,7 +140,9 @@ def ingest_with_flaky_store(
         svc.close()
 
 
-def test_store_outage_is_retried_until_it_returns(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis) -> None:
+def test_store_outage_is_retried_until_it_returns(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
     settings = make_settings(tiny_model_dir, tmp_path / "qdrant")
     status, stored, unused = ingest_with_flaky_store(settings, embedder, 3, "flaky", 40)
     assert unused == 0  # the outage really happened, and was retried through
@@ -183,7 +150,9 @@ def test_store_outage_is_retried_until_it_returns(tiny_model_dir: Path, embedder
     assert stored == 40
 
 
-def test_retries_exhausted_fail_the_job_with_reasons(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis) -> None:
+def test_retries_exhausted_fail_the_job_with_reasons(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
     settings = make_settings(tiny_model_dir, tmp_path / "qdrant", max_retries=1)
     status, stored, _ = ingest_with_flaky_store(settings, embedder, 10**6, "down", 10)
     assert (status.state, status.failed, status.succeeded, stored) == ("failed", 10, 0, 0)
@@ -192,7 +161,12 @@ def test_retries_exhausted_fail_the_job_with_reasons(tiny_model_dir: Path, embed
 
 
 def test_bad_documents_reject_the_whole_call(service: Cdeq, clean_redis: redis.Redis) -> None:
-    docs = [*documents(5), {"id": "doc-1", "text": "dup"}, {"id": "e", "text": " "}, {"text": "no id"}]
+    docs = [
+        *documents(5),
+        {"id": "doc-1", "text": "dup"},
+        {"id": "e", "text": " "},
+        {"text": "no id"},
+    ]
     with pytest.raises(InvalidInput) as err:
         enqueue("rejected", docs, service=service)
     assert len(err.value.problems) == 3
@@ -211,63 +185,11 @@ def test_job_status_reports_truncation_and_unknown_jobs(worker: Cdeq) -> None:
         job_status("no-such-job", service=worker)
 
 
-# ---- embedded mode (no Redis) ------------------------------------------------------------------
-def test_embedded_mode_runs_in_process(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path) -> None:
-    svc = Cdeq(make_settings(tiny_model_dir, tmp_path / "qdrant", queued=False), embedder=embedder)
-    try:
-        seen: list[int] = []
-        status = ingest_documents("local", documents(100), service=svc, on_progress=lambda d, t: seen.append(d))
-        assert (status.state, status.succeeded, status.truncated) == ("done", 100, 0)
-        with pytest.raises(InvalidInput, match="got str"):
-            ingest_documents("local", "not a list", service=svc)  # type: ignore[arg-type]
-        assert seen[-1] == 100 and seen == sorted(seen)
-        assert search("local", documents(100)[7]["text"], service=svc)[0].document_id == "doc-7"
-        with pytest.raises(StoreUnavailable, match="job records need Redis"):
-            job_status("x", service=svc)
-        assert delete_documents("local", ["doc-7", "doc-8", "nope"], service=svc) == 2
-        assert svc.store.count("local") == 98
-        with pytest.raises(NotFound, match="does not exist"):
-            search("missing", "text", service=svc)
-        with pytest.raises(InvalidInput, match="top_k"):
-            search("local", "text", top_k=0, service=svc)
-        with pytest.raises(InvalidInput, match="text"):
-            search("local", "  ", service=svc)
-    finally:
-        svc.close()
-
-
-def test_small_first_job_uses_the_generic_context(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path) -> None:
-    svc = Cdeq(make_settings(tiny_model_dir, tmp_path / "qdrant", queued=False), embedder=embedder)
-    try:
-        ingest_documents("few", documents(5), service=svc)
-        ingest_documents("many", documents(60), service=svc)
-        few, many = svc.contexts.current("few"), svc.contexts.current("many")
-        assert few.source == "generic" and many.source == "corpus"
-        np.testing.assert_allclose(few.dataset_embeddings, svc.contexts.generic(), atol=1e-6)
-    finally:
-        svc.close()
-
-
-def test_create_collection_with_explicit_context(tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path) -> None:
-    svc = Cdeq(make_settings(tiny_model_dir, tmp_path / "qdrant", queued=False), embedder=embedder)
-    try:
-        corpus = generic_texts(50, seed=5)
-        assert create_collection("explicit", context_texts=corpus, service=svc) == 1
-        expected = embedder.embed_context(corpus)
-        np.testing.assert_allclose(svc.contexts.current("explicit").dataset_embeddings, expected, atol=1e-6)
-        ingest_documents("explicit", documents(10), service=svc)
-        assert svc.contexts.current("explicit").version == 1  # the given context was kept
-        with pytest.raises(InvalidInput, match="already exists"):
-            create_collection("explicit", context_texts=corpus, service=svc)
-        with pytest.raises(InvalidInput, match="fewer than the minimum"):
-            create_collection("tiny-ctx", context_texts=["a", "b"], service=svc)
-    finally:
-        svc.close()
-
-
 # ---- a worker process killed mid-batch --------------------------------------------------------------
 @pytest.mark.slow
-def test_worker_killed_mid_batch_redelivers_exactly_once(tiny_model_dir: Path, tmp_path: Path, clean_redis: redis.Redis) -> None:
+def test_worker_killed_mid_batch_redelivers_exactly_once(
+    tiny_model_dir: Path, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
     marker = tmp_path / "killed-pid"
     qdrant_path = tmp_path / "qdrant"
     env = {
@@ -285,9 +207,13 @@ def test_worker_killed_mid_batch_redelivers_exactly_once(tiny_model_dir: Path, t
     docs = documents(120)
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.slow_worker"], env=env, cwd=ROOT,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "tests.helpers.slow_worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         job_id = enqueue("killed", docs, service=producer)
         deadline = time.monotonic() + 90
@@ -307,10 +233,14 @@ def test_worker_killed_mid_batch_redelivers_exactly_once(tiny_model_dir: Path, t
             worker.wait()
         log.close()
         producer.close()
-    assert (status.state, status.total, status.succeeded, status.failed) == ("done", 120, 120, 0), (tmp_path / "worker.log").read_text()
+    assert (status.state, status.total, status.succeeded, status.failed) == ("done", 120, 120, 0), (
+        tmp_path / "worker.log"
+    ).read_text()
     store = QdrantStore.from_settings(settings.qdrant, dim=64)
     try:
         assert store.count("killed") == 120
-        assert set(store.get_documents("killed", [d["id"] for d in docs])) == {d["id"] for d in docs}
+        assert set(store.get_documents("killed", [d["id"] for d in docs])) == {
+            d["id"] for d in docs
+        }
     finally:
         store.close()

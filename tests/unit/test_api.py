@@ -1,5 +1,5 @@
-"""HTTP API in-process (TestClient) over real parts: the tiny model, a local Qdrant folder and,
-for the queued routes, a real Redis (db 15)."""
+"""HTTP API in-process (TestClient) over real parts: the tiny model and a local Qdrant folder.
+The queued routes (with Redis) are in tests/integration/test_api_queued.py."""
 
 from __future__ import annotations
 
@@ -13,53 +13,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app.api import create_app
 from app.config import ApiSettings, QdrantSettings, RedisSettings, Settings
 from app.errors import InvalidInput
-from app.ingest import process_batch
-from app.queue import INGEST_QUEUE, InlineDispatcher
 from app.service import Cdeq
+from tests.helpers.builders import assert_error, corpus, cosine
 
 RW, RO = "test-rw-key-1b7e0c", "test-ro-key-94d2aa"
-REDIS_URL = "redis://127.0.0.1:6379/15"
-
 TEXTS = [
     "Contextual document embeddings condition on neighbouring documents.",
     "The cat sat on the mat and looked at the garden.",
     "Qdrant stores vectors with payloads.",
 ]
-
-
-def corpus(n: int = 40, topic: str = "river") -> list[dict[str, Any]]:
-    return [
-        {"id": f"d{i}", "text": f"document {i} about the {topic} and item {i % 7} in region {i % 5}",
-         "metadata": {"n": i, "parity": "even" if i % 2 == 0 else "odd"}}
-        for i in range(n)
-    ]  # fmt: skip
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
-
-UNCHECKED = object()
-
-
-def assert_error(response: Any, status: int, param: object = UNCHECKED) -> dict[str, Any]:
-    """The response has `status` and the OpenAI error shape (and `param`, when given)."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body["error"]) == {"message", "type", "param", "code"}, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    if param is not UNCHECKED:
-        assert body["error"]["param"] == param, body
-    return dict(body["error"])
 
 
 def with_api(service: Cdeq, **api: Any) -> Settings:
@@ -88,7 +56,7 @@ def keyed(api_service: Cdeq) -> Iterator[TestClient]:
 def ingested(client: TestClient) -> str:
     """A collection with its own context (40 distinct documents ≥ min_context_documents)."""
     r = client.post("/v1/collections/rivers/documents", json={"documents": corpus()})
-    assert r.status_code == 200, r.text  # embedded mode: the finished job, at once
+    assert r.status_code == 200, r.text  # in-process mode: the finished job, at once
     status = r.json()
     assert (
         status["state"] == "done" and status["succeeded"] == 40 and status["collection"] == "rivers"
@@ -367,14 +335,14 @@ def test_not_found_and_method_not_allowed(client: TestClient) -> None:
     assert_error(
         client.request("DELETE", "/v1/collections/ghost/documents", json={"ids": ["a"]}), 404
     )
-    err = assert_error(client.get("/v1/jobs/0123abcd"), 404)  # embedded mode keeps no job records
-    assert "embedded mode" in err["message"]
+    err = assert_error(client.get("/v1/jobs/0123abcd"), 404)  # in-process records: none by that id
+    assert "job '0123abcd' not found" in err["message"]
     r = client.get("/v1/embeddings")
     assert_error(r, 405)
     assert "POST" in r.headers["allow"]
 
 
-# ---- collections, search, delete (embedded mode) ------------------------------------------------
+# ---- collections, search, delete (in-process mode) ------------------------------------------------
 def test_search_list_delete(client: TestClient, ingested: str) -> None:
     r = client.post(
         f"/v1/collections/{ingested}/search",
@@ -542,8 +510,16 @@ def test_probes_and_metrics(client: TestClient) -> None:
 
 def test_openapi_documents_the_routes(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/v1/embeddings", "/v1/collections/{name}/documents", "/v1/collections/{name}/search",
-            "/v1/collections", "/v1/jobs/{job_id}", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])  # fmt: skip
+    assert {
+        "/v1/embeddings",
+        "/v1/collections/{name}/documents",
+        "/v1/collections/{name}/search",
+        "/v1/collections",
+        "/v1/jobs/{job_id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    } <= set(spec["paths"])
     body = spec["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"][
         "schema"
     ]
@@ -581,52 +557,3 @@ def test_readyz_names_the_failed_dependency(
             assert r.headers["retry-after"]
     finally:
         service.close()
-
-
-# ---- queued mode: real Redis, batches run in-process --------------------------------------------
-@pytest.fixture()
-def queued(embedder: Any, tmp_path: Any) -> Iterator[tuple[TestClient, Cdeq]]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    client.flushdb()
-    settings = Settings(
-        qdrant=QdrantSettings(path=str(tmp_path / "q")),
-        redis=RedisSettings(url=REDIS_URL),
-        api=ApiSettings(),
-    )
-    # InlineDispatcher: each queued batch runs in this process at once (no Celery worker here);
-    # job records, counters and states still go through the real Redis.
-    service = Cdeq(
-        settings, embedder=embedder,
-        dispatcher=InlineDispatcher(lambda job, coll, idx, docs: process_batch(service, job, coll, idx, docs)),
-    )  # fmt: skip
-    try:
-        with TestClient(create_app(settings, service)) as c:
-            yield c, service
-    finally:
-        service.close()
-        client.flushdb()
-        client.close()
-
-
-def test_queued_ingest_and_jobs(queued: tuple[TestClient, Cdeq]) -> None:
-    c, service = queued
-    r = c.post("/v1/collections/lakes/documents", json={"documents": corpus(40, "lake")})
-    assert r.status_code == 202, r.text
-    job_id = r.json()["job_id"]
-    assert r.headers["location"] == f"/v1/jobs/{job_id}"
-    status = c.get(f"/v1/jobs/{job_id}").json()
-    assert status["state"] == "done" and status["succeeded"] == 40 and status["id"] == job_id
-    assert_error(c.get("/v1/jobs/ffffffffffffffffffffffffffffffff"), 404)
-    assert_error(c.get("/v1/jobs/..%2F..%2Fetc"), 404)
-    assert_error(
-        c.post("/v1/collections/lakes/documents", json={"documents": [{"id": 1}]}), 400, "documents"
-    )
-    r = c.post("/v1/collections/lakes/search", json={"text": "lake"})
-    assert r.status_code == 200 and r.json()["results"]
-    assert c.get("/readyz").json()["checks"]["redis"] == "ok"
-    service.redis.rpush(INGEST_QUEUE, b"a", b"b", b"c")  # type: ignore[union-attr]
-    assert "cdeq_ingest_queue_depth 3.0" in c.get("/metrics").text

@@ -1,0 +1,27 @@
+"""Jobs: their records (types), and where records live (Redis, or this process's memory)."""
+
+from app.jobs.memory_store import MemoryJobStore
+from app.jobs.records import (
+    BatchOutcome,
+    Corpus,
+    JobState,
+    JobStatus,
+    JobStore,
+    context_sample,
+    final_state,
+    split,
+)
+from app.jobs.redis_store import RedisJobStore
+
+__all__ = [
+    "BatchOutcome",
+    "Corpus",
+    "JobState",
+    "JobStatus",
+    "JobStore",
+    "MemoryJobStore",
+    "RedisJobStore",
+    "context_sample",
+    "final_state",
+    "split",
+]

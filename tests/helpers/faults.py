@@ -1,0 +1,54 @@
+"""Real parts with a staged fault or a counter: a spy embedder, a store with an outage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app.errors import StoreUnavailable
+from app.model import CdeEmbedder
+from app.store import QdrantStore
+
+
+class CountingEmbedder:
+    """The real embedder, counting stage-1 runs (a spy, not a mock)."""
+
+    def __init__(self, inner: CdeEmbedder) -> None:
+        self.inner = inner
+        self.context_calls = 0
+
+    def embed_context(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        self.context_calls += 1
+        return self.inner.embed_context(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class FlakyStore(QdrantStore):
+    """A real local-mode store whose first `failures` upserts raise StoreUnavailable, the way
+    a Qdrant outage surfaces (simulated: no server can be stopped and restarted here)."""
+
+    failures = 0
+
+    def upsert(self, physical: str, points: Any) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("simulated Qdrant outage", retry_after_s=0.1)
+        super().upsert(physical, points)
+
+
+class PoisonEmbedder(CountingEmbedder):
+    """The real embedder, refusing (as InvalidInput) any batch that contains `poison`."""
+
+    def __init__(self, inner: CdeEmbedder, poison: str) -> None:
+        super().__init__(inner)
+        self.poison = poison
+
+    def embed_documents(self, texts: Any, *args: Any, **kwargs: Any) -> Any:
+        from app.errors import InvalidInput
+
+        if self.poison in texts:
+            raise InvalidInput("simulated: the model refuses this text")
+        return self.inner.embed_documents(texts, *args, **kwargs)

@@ -1,0 +1,123 @@
+"""Queued mode over real Redis: the HTTP routes answer 202 + job ids, and one ingest path gives
+the same outcome queued or in-process. Batches run in this process (no Celery worker here);
+job records, counters and states go through the real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from app.api import create_app
+from app.config import ApiSettings, QdrantSettings, RedisSettings, Settings
+from app.ingest import Batch, batch_failed, job_status, process_batch, submit
+from app.model import CdeEmbedder
+from app.queue import INGEST_QUEUE
+from app.service import Cdeq
+from tests.helpers.builders import assert_error, corpus, documents, make_settings
+from tests.helpers.faults import PoisonEmbedder
+from tests.integration.conftest import redis_url
+
+REDIS_URL = redis_url(15)
+
+
+class RunHere:
+    """A dispatcher that runs each queued batch at once, with the workers' failure policy."""
+
+    def __init__(self) -> None:
+        self.service: Cdeq | None = None
+
+    def send_batch(
+        self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]
+    ) -> None:
+        assert self.service is not None
+        batch = Batch(job_id, collection, index, documents)
+        try:
+            process_batch(self.service, batch)
+        except Exception as exc:
+            assert batch_failed(self.service, batch, exc, retries=10**6) is None
+
+
+@pytest.fixture()
+def clean_redis() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture()
+def queued(
+    embedder: Any, tmp_path: Any, clean_redis: redis.Redis
+) -> Iterator[tuple[TestClient, Cdeq]]:
+    settings = Settings(
+        qdrant=QdrantSettings(path=str(tmp_path / "q")),
+        redis=RedisSettings(url=REDIS_URL),
+        api=ApiSettings(),
+    )
+    here = RunHere()
+    service = Cdeq(settings, embedder=embedder, dispatcher=here)
+    here.service = service
+    try:
+        with TestClient(create_app(settings, service)) as c:
+            yield c, service
+    finally:
+        service.close()
+
+
+def test_queued_ingest_and_jobs(queued: tuple[TestClient, Cdeq]) -> None:
+    c, service = queued
+    r = c.post("/v1/collections/lakes/documents", json={"documents": corpus(40, "lake")})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert r.headers["location"] == f"/v1/jobs/{job_id}"
+    status = c.get(f"/v1/jobs/{job_id}").json()
+    assert status["state"] == "done" and status["succeeded"] == 40 and status["id"] == job_id
+    assert_error(c.get("/v1/jobs/ffffffffffffffffffffffffffffffff"), 404)
+    assert_error(c.get("/v1/jobs/..%2F..%2Fetc"), 404)
+    assert_error(
+        c.post("/v1/collections/lakes/documents", json={"documents": [{"id": 1}]}), 400, "documents"
+    )
+    r = c.post("/v1/collections/lakes/search", json={"text": "lake"})
+    assert r.status_code == 200 and r.json()["results"]
+    assert c.get("/readyz").json()["checks"]["redis"] == "ok"
+    service.redis.rpush(INGEST_QUEUE, b"a", b"b", b"c")  # type: ignore[union-attr]
+    assert "cdeq_ingest_queue_depth 3.0" in c.get("/metrics").text
+
+
+def test_one_ingest_path_same_outcome_queued_or_in_process(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    """The same job with a failing batch and a truncated document, run both ways."""
+    docs = [{"id": "long", "text": "word " * 900}, *documents(95)]
+    poison = PoisonEmbedder(embedder, poison=docs[40]["text"])
+    outcomes = {}
+    for mode, url in (("in-process", None), ("queued", REDIS_URL)):
+        settings = make_settings(tiny_model_dir, tmp_path / mode, redis_url=url)
+        here = RunHere()
+        svc = Cdeq(settings, embedder=poison, dispatcher=here)  # type: ignore[arg-type]
+        here.service = svc
+        try:
+            status = job_status(submit("same", docs, service=svc), service=svc)
+            stored = svc.store.count("same")
+        finally:
+            svc.close()
+        body = status.to_dict()
+        for varying in ("id", "created_at", "updated_at"):
+            body.pop(varying)
+        outcomes[mode] = (body, stored)
+    assert outcomes["queued"] == outcomes["in-process"]
+    body, stored = outcomes["queued"]
+    assert (body["state"], body["succeeded"], body["failed"], body["truncated"], stored) == (
+        "done_with_errors",
+        64,
+        32,
+        1,
+        64,
+    )
+    assert body["warnings"] == {"long": "truncated: only the first 512 tokens were embedded"}
