@@ -45,29 +45,39 @@ def log(msg: str) -> None:
 
 def corpus_texts(path: str | None, n: int, seed: int) -> list[str]:
     if path:
-        lines = [line for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
+        lines = [
+            line for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()
+        ]
     else:
         lines = generic_texts(max(n, 600), seed=seed, min_words=10, max_words=400)
     rng = random.Random(seed)
-    return [rng.choice(lines) if n > len(lines) else t for t in rng.sample(lines, min(n, len(lines)))] + [
-        rng.choice(lines) for _ in range(max(0, n - len(lines)))
-    ]
+    return [
+        rng.choice(lines) if n > len(lines) else t for t in rng.sample(lines, min(n, len(lines)))
+    ] + [rng.choice(lines) for _ in range(max(0, n - len(lines)))]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus", help="one text per line (default: generated texts)")
     parser.add_argument("--n-docs", type=int, default=2000)
     parser.add_argument("--model", help="checkpoint folder (default: a random one of --size)")
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--batch-size", type=int, default=64, help="documents per worker task")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="a Redis db this bench may flush")
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379/13", help="a Redis db this bench may flush"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cdeq-bench-ingest-"))
     texts = corpus_texts(args.corpus, args.n_docs, args.seed)
-    model_dir = Path(args.model) if args.model else make_checkpoint(work / "model", size=args.size, corpus=texts)
+    model_dir = (
+        Path(args.model)
+        if args.model
+        else make_checkpoint(work / "model", size=args.size, corpus=texts)
+    )
     settings = Settings(
         model={"name": str(model_dir), "device": "cpu"},
         redis={"url": args.redis},
@@ -80,7 +90,9 @@ def main() -> int:
 
     svc = Cdeq(settings)
     embedder = svc.embedder
-    log(f"model {model_dir} (dim {embedder.dim}, context {embedder.context_size}); {len(docs)} documents")
+    log(
+        f"model {model_dir} (dim {embedder.dim}, context {embedder.context_size}); {len(docs)} documents"
+    )
     t0 = time.perf_counter()
     create_collection("bench", context_texts=texts[: max(64, embedder.context_size)], service=svc)
     stage1_s = time.perf_counter() - t0
