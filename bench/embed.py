@@ -3,6 +3,8 @@
     .venv/bin/python bench/embed.py [--corpus FILE] [--device cpu|cuda] [--dtypes float32,bfloat16]
                                     [--n-docs N] [--model DIR]
 
+The corpus is bench/data/docs.txt (600 real texts) unless --corpus names another file.
+
 For each dtype, stage-2 throughput of `CdeEmbedder.embed_documents` against a naive baseline in
 the same run (batches of 32 in arrival order, padded to the longest, calling the model's second
 stage directly), and model FLOP utilisation (MFU) against the dense matmul rate measured here
@@ -40,6 +42,7 @@ import torch  # noqa: E402
 from app.model import DOCUMENT_PREFIX, CdeEmbedder, sample_context  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
+DEFAULT_CORPUS = ROOT / "bench" / "data" / "docs.txt"  # 600 real texts; see bench/data/README.md
 R = TypeVar("R")
 NAIVE_BATCH = 32
 
@@ -73,17 +76,12 @@ def read_corpus(path: Path) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def fallback_corpus(n: int = 4000, seed: int = 0) -> list[str]:
-    """Generated texts with a long tail of lengths: half short (5-40 words), a third medium
-    (40-200), a sixth long (200-700, many past 512 tokens), shuffled."""
-    from app.model.generic import generic_texts
-
-    mix = [(0.50, 5, 40), (0.35, 40, 200), (0.15, 200, 700)]
-    texts: list[str] = []
-    for i, (share, lo, hi) in enumerate(mix):
-        texts += generic_texts(int(n * share), seed=seed + i, min_words=lo, max_words=hi)
-    random.Random(seed).shuffle(texts)
-    return texts
+def display_path(path: Path) -> str:
+    """The path relative to the repository when it is inside it (reports stay portable)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def sample_docs(texts: Sequence[str], n: int, seed: int) -> list[str]:
@@ -340,7 +338,13 @@ def machine(device: torch.device) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, help="one text per line (default: generated texts)")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=DEFAULT_CORPUS,
+        help="one text per line (default: bench/data/docs.txt, 600 texts of the CDE authors' "
+        "random_docs.txt; pass that whole file for all 4,364)",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
     parser.add_argument("--dtypes", help="comma-separated (cpu: float32,bfloat16; cuda: bfloat16)")
     parser.add_argument("--n-docs", type=int, help="stage-2 documents (cpu 48, cuda 2048)")
@@ -364,10 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeat = args.repeat or defaults.repeat
     started = time.perf_counter()
 
-    if args.corpus:
-        texts, corpus_name = read_corpus(args.corpus), str(args.corpus)
-    else:
-        texts, corpus_name = fallback_corpus(seed=args.seed), "generated"
+    if not args.corpus.is_file():
+        parser.error(f"--corpus {args.corpus}: no such file")
+    texts, corpus_name = read_corpus(args.corpus), display_path(args.corpus)
     model_dir = args.model or full_checkpoint(texts, corpus_name)
     log(f"peak RSS of a fresh process loading {model_dir.name} in fp32 ...")
     rss = peak_rss_after_load(model_dir)
