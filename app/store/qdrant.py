@@ -25,11 +25,11 @@ from app.store.batches import DEFAULT_MAX_REQUEST_BYTES, estimate_point_bytes, p
 from app.store.client import open_client, translated_errors
 from app.store.filters import SearchFilter, build_filter
 from app.store.records import (
-    CONTEXT_SOURCES,
     META_COLLECTION,
     POINT_NAMESPACE,
     CollectionInfo,
     ContextRecord,
+    ContextSource,
     Hit,
     PointRecord,
     point_id,
@@ -47,6 +47,7 @@ _SCHEMA_POINT_ID = str(uuid.uuid5(POINT_NAMESPACE, "schema"))
 _IDS_PER_REQUEST = 1024
 _SCROLL_PAGE = 256
 _MIGRATE_HINT = "run `cdeq migrate`"
+_CONTEXT_SOURCES = tuple(source.value for source in ContextSource)
 # Local mode warns that payload indexes are no-ops there; cdeq creates them for servers.
 _LOCAL_INDEX_WARNING = "Payload indexes have no effect in the local Qdrant"
 
@@ -446,8 +447,8 @@ class QdrantStore:
             problems.append(f"dataset_embeddings must be floating point, got {embeddings.dtype}")
         elif not np.isfinite(embeddings).all():
             problems.append("dataset_embeddings contain NaN or infinity")
-        if record.source not in CONTEXT_SOURCES:
-            problems.append(f"source must be one of {CONTEXT_SOURCES}, got {record.source!r}")
+        if record.source not in _CONTEXT_SOURCES:
+            problems.append(f"source must be one of {_CONTEXT_SOURCES}, got {record.source!r}")
         if not isinstance(record.state, str) or not record.state:
             problems.append(f"state must be a non-empty string, got {record.state!r}")
         if not all(isinstance(i, str) for i in record.sampled_ids):
@@ -460,7 +461,7 @@ class QdrantStore:
             "collection": record.collection,
             "version": version,
             "state": record.state,
-            "source": record.source,
+            "source": ContextSource(record.source).value,
             "model_id": record.model_id,
             "created_at": float(record.created_at),
             "sampled_ids": list(record.sampled_ids),
@@ -707,6 +708,10 @@ def _context_from_payload(payload: Mapping[str, Any]) -> ContextRecord:
     raw = base64.b64decode(stored["base64"])
     # (N, D); astype copies, so the array is writable and native-endian
     embeddings = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+    try:
+        source = ContextSource(payload["source"])
+    except ValueError:
+        raise CdeqError(f"context has unknown source {payload['source']!r}") from None
     return ContextRecord(
         collection=str(payload["collection"]),
         version=int(payload["version"]),
@@ -715,5 +720,5 @@ def _context_from_payload(payload: Mapping[str, Any]) -> ContextRecord:
         model_id=str(payload["model_id"]),
         created_at=float(payload["created_at"]),
         state=str(payload["state"]),
-        source=str(payload["source"]),
+        source=source,
     )
