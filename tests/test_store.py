@@ -371,6 +371,28 @@ def test_bad_input_is_refused_with_every_problem(
             call()
 
 
+@pytest.mark.parametrize(
+    "bad", ["Docs", "docs.v2", "x" * 64, "-docs", "", "docs__c3", META_COLLECTION, "meta"]
+)
+def test_collection_names_follow_the_documented_rule(
+    store: QdrantStore, uniq: Callable[[str], str], bad: str
+) -> None:
+    # The app.names rule: 1-63 of a-z 0-9 _ -, starting with a letter or digit; physical names,
+    # the meta collection and this store's own meta collection are cdeq's. Upper case, dots and
+    # up to 128 characters were accepted before the rule moved to app.names.
+    name = store.meta_collection if bad == "meta" else bad
+    with pytest.raises(InvalidInput) as caught:
+        store.ensure_physical(name, 1)
+    assert caught.value.field == "collection"
+    assert "collection:" in str(caught.value)
+    assert "reserved" in str(caught.value) or "lower-case letters" in str(caught.value)
+    with pytest.raises(NotFound):
+        store.count(name)
+    longest = uniq("x" * 52)
+    assert len(longest) == 63
+    assert store.ensure_physical(longest, 1) == f"{longest}__c1"
+
+
 def test_list_collections_reports_exact_counts(
     store: QdrantStore, uniq: Callable[[str], str]
 ) -> None:

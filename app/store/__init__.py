@@ -1,7 +1,8 @@
 """The Qdrant adapter: documents, collection aliases and versioned contexts of cdeq."""
 
+from app.names import parse_physical
 from app.store.client import open_client, translated_errors
-from app.store.qdrant import QdrantStore, parse_physical
+from app.store.qdrant import QdrantStore
 from app.store.records import (
     META_COLLECTION,
     CollectionInfo,

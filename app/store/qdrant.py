@@ -7,7 +7,6 @@ context ``version``; contexts and the schema version live as points in the meta 
 from __future__ import annotations
 
 import base64
-import re
 import threading
 import time
 import uuid
@@ -19,8 +18,10 @@ from typing import Any, cast
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from app import names
 from app.config import QdrantSettings
 from app.errors import CdeqError, InvalidInput, NotFound
+from app.names import parse_physical
 from app.store.batches import DEFAULT_MAX_REQUEST_BYTES, estimate_point_bytes, plan_batches
 from app.store.client import open_client, translated_errors
 from app.store.filters import SearchFilter, build_filter
@@ -34,11 +35,6 @@ from app.store.records import (
     PointRecord,
     point_id,
 )
-
-# User collection names: safe in URLs and file names, and never shaped like a physical name.
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_PHYSICAL_SUFFIX_RE = re.compile(r"__c[0-9]+$")
-_PHYSICAL_RE = re.compile(r"(?P<name>.+)__c(?P<version>[1-9][0-9]*)")
 
 USER_PAYLOAD_KEYS = ("document_id", "text", "metadata", "content_hash", "context_version")
 META_VECTOR = "unused"  # the meta collection needs some vector config; its points carry a dummy one
@@ -83,14 +79,6 @@ class _SerializedClient:
 
 def _serialized(client: QdrantClient) -> QdrantClient:
     return cast(QdrantClient, _SerializedClient(client))
-
-
-def parse_physical(physical: str) -> tuple[str, int] | None:
-    """(user collection, context version) of a physical name ``NAME__c<version>``, else None."""
-    match = _PHYSICAL_RE.fullmatch(physical)
-    if match is None:
-        return None
-    return match["name"], int(match["version"])
 
 
 def context_point_id(collection: str, version: int) -> str:
@@ -200,9 +188,7 @@ class QdrantStore:
     def physical_name(self, collection: str, version: int) -> str:
         """``NAME__c<version>``, after checking the name and version."""
         self._check_name(collection)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise InvalidInput(f"context version must be an int >= 1, got {version!r}")
-        return f"{collection}__c{version}"
+        return names.physical_name(collection, version)
 
     def physical_collections(self, collection: str | None = None) -> list[str]:
         """Physical collections (of ``collection``, or of every collection), by name then version."""
@@ -520,26 +506,20 @@ class QdrantStore:
     # ---- internals ----------------------------------------------------------------------------
 
     def _check_name(self, collection: str) -> None:
-        if (
-            not isinstance(collection, str)
-            or not _NAME_RE.fullmatch(collection)
-            or _PHYSICAL_SUFFIX_RE.search(collection)
-            or collection == self.meta_collection
-        ):
+        # The names rule, plus this store's meta collection (tests give each run its own).
+        names.check_collection_name(collection)
+        if collection == self.meta_collection:
             raise InvalidInput(
-                f"collection name {collection!r} is invalid: use 1-128 letters, digits, '_', '-' "
-                "or '.', starting with a letter or digit, not ending in '__c<number>', and not "
-                f"{self.meta_collection!r}",
+                f"collection: {collection!r} is reserved (the meta collection "
+                f"{self.meta_collection!r} is cdeq's own)",
                 field="collection",
             )
 
     def _check_readable_name(self, collection: str) -> None:
         # Reads go to the alias name directly (one round trip); a name that can never be a user
         # collection must not reach a physical or the meta collection by accident.
-        try:
-            self._check_name(collection)
-        except InvalidInput:
-            raise NotFound(f"collection {collection!r} does not exist") from None
+        if not names.is_collection_name(collection) or collection == self.meta_collection:
+            raise NotFound(f"collection {collection!r} does not exist")
 
     def _exists(self, name: str) -> bool:
         with translated_errors(f"checking collection {name!r}"):
