@@ -35,7 +35,7 @@ class ContextSource(StrEnum):
 
     CORPUS = "corpus"  # sampled from the collection's own documents
     EXPLICIT = "explicit"  # texts given when the collection was created
-    GENERIC = "generic"  # the model's generic texts (too few documents of its own)
+    GENERIC = "generic"  # the model's generic texts (the collection had none or too few)
     REBUILD = "rebuild"  # a new context for a collection that already has one
 
 
