@@ -1,11 +1,13 @@
 """The Qdrant adapter: documents, collection aliases and versioned contexts of cdeq."""
 
+from app.names import parse_physical
 from app.store.client import open_client, translated_errors
-from app.store.qdrant import QdrantStore, parse_physical
+from app.store.qdrant import QdrantStore
 from app.store.records import (
     META_COLLECTION,
     CollectionInfo,
     ContextRecord,
+    ContextSource,
     Hit,
     PointRecord,
     point_id,
@@ -15,6 +17,7 @@ __all__ = [
     "META_COLLECTION",
     "CollectionInfo",
     "ContextRecord",
+    "ContextSource",
     "Hit",
     "PointRecord",
     "QdrantStore",

@@ -8,16 +8,35 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
+from app.names import META_COLLECTION
+
 # Fixed forever: changing it would change every point id and duplicate every stored document.
 POINT_NAMESPACE = uuid.UUID("4ca45e13-282a-4774-929a-03d1b2e7179f")
 
-META_COLLECTION = "cdeq_meta"
+__all__ = [
+    "META_COLLECTION",
+    "POINT_NAMESPACE",
+    "CollectionInfo",
+    "ContextRecord",
+    "ContextSource",
+    "Hit",
+    "PointRecord",
+    "point_id",
+]
 
-CONTEXT_SOURCES = ("corpus", "explicit", "generic")
+
+class ContextSource(StrEnum):
+    """Where the texts of a context came from; the value is what the meta payload stores."""
+
+    CORPUS = "corpus"  # sampled from the collection's own documents
+    EXPLICIT = "explicit"  # texts given when the collection was created
+    GENERIC = "generic"  # the model's generic texts (the collection had none or too few)
+    REBUILD = "rebuild"  # a new context for a collection that already has one
 
 
 def point_id(collection: str, document_id: str) -> str:
@@ -71,4 +90,4 @@ class ContextRecord:
     model_id: str
     created_at: float
     state: str = "ready"
-    source: str = "corpus"  # "corpus" | "explicit" | "generic"
+    source: ContextSource = ContextSource.CORPUS

@@ -22,6 +22,7 @@ from app.store import (
     META_COLLECTION,
     CollectionInfo,
     ContextRecord,
+    ContextSource,
     PointRecord,
     QdrantStore,
     open_client,
@@ -370,6 +371,28 @@ def test_bad_input_is_refused_with_every_problem(
             call()
 
 
+@pytest.mark.parametrize(
+    "bad", ["Docs", "docs.v2", "x" * 64, "-docs", "", "docs__c3", META_COLLECTION, "meta"]
+)
+def test_collection_names_follow_the_documented_rule(
+    store: QdrantStore, uniq: Callable[[str], str], bad: str
+) -> None:
+    # The app.names rule: 1-63 of a-z 0-9 _ -, starting with a letter or digit; physical names,
+    # the meta collection and this store's own meta collection are cdeq's. Upper case, dots and
+    # up to 128 characters were accepted before the rule moved to app.names.
+    name = store.meta_collection if bad == "meta" else bad
+    with pytest.raises(InvalidInput) as caught:
+        store.ensure_physical(name, 1)
+    assert caught.value.field == "collection"
+    assert "collection:" in str(caught.value)
+    assert "reserved" in str(caught.value) or "lower-case letters" in str(caught.value)
+    with pytest.raises(NotFound):
+        store.count(name)
+    longest = uniq("x" * 52)
+    assert len(longest) == 63
+    assert store.ensure_physical(longest, 1) == f"{longest}__c1"
+
+
 def test_list_collections_reports_exact_counts(
     store: QdrantStore, uniq: Callable[[str], str]
 ) -> None:
@@ -404,7 +427,14 @@ def test_drop_collection_removes_alias_physicals_and_contexts(
 # ---- contexts --------------------------------------------------------------------------------
 
 
-def context(collection: str, version: int, *, state: str = "ready", seed: int = 0) -> ContextRecord:
+def context(
+    collection: str,
+    version: int,
+    *,
+    state: str = "ready",
+    seed: int = 0,
+    source: ContextSource = ContextSource.CORPUS,
+) -> ContextRecord:
     rng = np.random.default_rng(seed)
     return ContextRecord(
         collection=collection,
@@ -414,7 +444,7 @@ def context(collection: str, version: int, *, state: str = "ready", seed: int = 
         model_id="jxm/cde-small-v1@abc123",
         created_at=1_700_000_000.123456,
         state=state,
-        source="corpus",
+        source=source,
     )
 
 
@@ -438,6 +468,7 @@ def test_context_round_trips_exactly(store: QdrantStore, uniq: Callable[[str], s
         "source",
     ):
         assert getattr(loaded, field) == getattr(saved, field)
+    assert loaded.source is ContextSource.CORPUS
     loaded.dataset_embeddings[0, 0] = 1.0  # callers may normalise in place
     assert store.load_context(uniq("other")) is None
     assert store.load_context(name, 9) is None
@@ -461,6 +492,29 @@ def test_load_context_without_version_takes_the_highest_ready(
     assert latest is not None and latest.version == 3
     store.ensure_physical(name, 7)  # a build that crashed before saving its context
     assert store.next_context_version(name) == 8
+
+
+def test_context_sources_are_stored_as_plain_strings(
+    store: QdrantStore, uniq: Callable[[str], str]
+) -> None:
+    store.ensure_meta_collection()
+    name = uniq("docs")
+    for version, source in enumerate(ContextSource, start=1):
+        store.save_context(context(name, version, source=source))
+    store.save_context(context(name, 9, source="explicit"))  # type: ignore[arg-type]
+    records, _ = store.client.scroll(
+        store.meta_collection, limit=100, with_payload=["collection", "version", "source"]
+    )
+    stored = {
+        r.payload["version"]: r.payload["source"]
+        for r in records
+        if r.payload and r.payload.get("collection") == name
+    }
+    assert stored == {1: "corpus", 2: "explicit", 3: "generic", 4: "rebuild", 9: "explicit"}
+    assert all(type(value) is str for value in stored.values())
+    for version, source in [*enumerate(ContextSource, start=1), (9, ContextSource.EXPLICIT)]:
+        loaded = store.load_context(name, version)
+        assert loaded is not None and loaded.source is source
 
 
 def test_context_validation_and_missing_meta(
