@@ -1,8 +1,9 @@
 """Collection contexts: built once (stage 1 under a lock), stored versioned in Qdrant, cached.
 
 A collection's first ingest builds its context from documents that job brings; with too few
-distinct documents the generic context is used instead (docs/cde-model.md: no corpus → the
-authors' random documents). Workers and queries load a context once and cache it by version.
+distinct documents the generic context is used instead (the authors' random documents:
+docs/model.md, "Where the corpus comes from"). Workers and queries load a context once and
+cache it by version.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from app.locks import LockFactory
 from app.model import CdeEmbedder, sample_context
 from app.model.generic import generic_texts
 from app.names import parse_physical
-from app.store import ContextRecord, QdrantStore
+from app.store import ContextRecord, ContextSource, QdrantStore
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Context:
     version: int
     dataset_embeddings: np.ndarray  # (context_size, D) float32, raw stage-1 output
     physical: str
-    source: str  # "corpus" | "explicit" | "generic"
+    source: ContextSource
 
 
 class Contexts:
@@ -108,7 +109,7 @@ class Contexts:
             try:  # another worker may have built it while we waited
                 return self.current(collection)
             except NotFound:
-                return self._build(collection, corpus(), source="corpus")
+                return self._build(collection, corpus(), source=ContextSource.CORPUS)
 
     def create_collection(
         self, collection: str, context_texts: Sequence[str] | None = None
@@ -129,15 +130,19 @@ class Contexts:
                 raise InvalidInput(f"collection {collection!r} already exists", field="collection")
             corpus = [{"id": f"context:{i}", "text": t} for i, t in enumerate(context_texts or [])]
             return self._build(
-                collection, corpus, source="explicit" if context_texts is not None else "generic"
+                collection,
+                corpus,
+                source=ContextSource.EXPLICIT
+                if context_texts is not None
+                else ContextSource.GENERIC,
             )
 
-    def _build(self, collection: str, corpus: Corpus, *, source: str) -> Context:
+    def _build(self, collection: str, corpus: Corpus, *, source: ContextSource) -> Context:
         embedder = self._embedder()
         seed = self.settings.context_seed
         distinct = {item["text"] for item in corpus}
         if len(distinct) < self.settings.min_context_documents:
-            if source == "explicit":
+            if source == ContextSource.EXPLICIT:
                 raise InvalidInput(
                     f"context_texts: {len(distinct)} distinct texts, fewer than the minimum of "
                     f"{self.settings.min_context_documents}",
@@ -150,11 +155,13 @@ class Contexts:
                 self.settings.min_context_documents,
             )
             chosen = []
-            source = "generic"
+            source = ContextSource.GENERIC
         else:
             chosen = sample_context(list(corpus), embedder.context_size, seed)
         started = time.monotonic()
-        if source == "generic":  # one stage-1 pass per process serves every generic collection
+        if (
+            source == ContextSource.GENERIC
+        ):  # one stage-1 pass per process serves every generic collection
             dataset = self.generic()
         else:
             dataset = embedder.embed_context([c["text"] for c in chosen], seed=seed)

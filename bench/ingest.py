@@ -38,7 +38,8 @@ import torch  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 from app.documents import Document  # noqa: E402
-from app.jobs import enqueue, job_status, split  # noqa: E402
+from app.ingest import enqueue, job_status  # noqa: E402
+from app.jobs import split  # noqa: E402
 from app.model.tiny import make_checkpoint  # noqa: E402
 from app.query import create_collection  # noqa: E402
 from app.service import Cdeq  # noqa: E402
