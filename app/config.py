@@ -82,6 +82,25 @@ class IngestSettings(BaseModel):
         return self
 
 
+class ContextSettings(BaseModel):
+    """How contexts follow their corpus: rebuilds, the automatic upgrade policy, retention."""
+
+    auto_rebuild: bool = Field(
+        True,
+        description="after an ingest job: rebuild a generic context once the collection has "
+        "enough documents, or any corpus context whose growth exceeds rebuild_growth",
+    )
+    rebuild_growth: float = Field(
+        4.0, gt=1.0, description="points now / points at build above this → automatic rebuild"
+    )
+    keep_versions: int = Field(
+        1, ge=0, description="previous context versions kept for rollback after a rebuild"
+    )
+    drift_sample: int = Field(
+        64, ge=2, le=10_000, description="stored texts sampled for the drift figure"
+    )
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -112,6 +131,7 @@ class Settings(BaseSettings):
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+    context: ContextSettings = Field(default_factory=ContextSettings)  # type: ignore[arg-type]
 
 
 def load_settings(**overrides: object) -> Settings:

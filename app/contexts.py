@@ -8,6 +8,8 @@ cache it by version.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from app.config import IngestSettings
 from app.errors import CdeqError, ContextNotReady, InvalidInput, NotFound
@@ -24,6 +27,33 @@ from app.model import CdeEmbedder, sample_context
 from app.model.generic import generic_texts
 from app.names import parse_physical
 from app.store import ContextRecord, ContextSource, QdrantStore
+
+# ---- model identity -------------------------------------------------------------------------
+
+
+def model_fingerprint(embedder: CdeEmbedder) -> str:
+    """A stable hex hash of the model's weights identity: its config and tensor shapes.
+
+    Uses `CdeEmbedder.fingerprint` when the model package provides one."""
+    own = getattr(embedder, "fingerprint", None)
+    if isinstance(own, str) and own:
+        return own
+    cached = getattr(embedder, "_cdeq_fingerprint", None)
+    if isinstance(cached, str):
+        return cached
+    digest = hashlib.sha256()
+    config = getattr(embedder, "config", None)
+    digest.update(repr(config).encode())
+    for name, tensor in sorted(embedder.model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+        # bf16 first values: the same whichever dtype the weights were loaded in
+        flat = tensor.detach().reshape(-1)[:8].to(torch.bfloat16).float().cpu().numpy()
+        digest.update(flat.tobytes())
+    value = digest.hexdigest()[:32]
+    with contextlib.suppress(AttributeError):  # computed once per process when it can be kept
+        embedder._cdeq_fingerprint = value  # type: ignore[attr-defined]
+    return value
+
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +67,20 @@ class Context:
     dataset_embeddings: np.ndarray  # (context_size, D) float32, raw stage-1 output
     physical: str
     source: ContextSource
+    model_id: str = ""
+    fingerprint: str = ""  # "" for contexts saved before fingerprints were recorded
+
+
+def _context(record: ContextRecord, physical: str) -> Context:
+    return Context(
+        record.collection,
+        record.version,
+        record.dataset_embeddings,
+        physical,
+        record.source,
+        record.model_id,
+        record.fingerprint,
+    )
 
 
 class Contexts:
@@ -52,8 +96,10 @@ class Contexts:
         self._lock = lock
         self.settings = settings
         self._cache: dict[str, Context] = {}
+        self._versions: dict[tuple[str, int], Context] = {}
         self._generic: np.ndarray | None = None
         self.builds = 0  # stage-1 runs by this process (for tests and metrics)
+        self.rebuilds_started: dict[str, int] = {}  # by trigger, in-process mode (metrics)
 
     # ---- reading ------------------------------------------------------------------------
     def current(self, collection: str) -> Context:
@@ -75,9 +121,30 @@ class Contexts:
         record = self.store.load_context(collection, version)
         if record is None:
             raise ContextNotReady(f"context {version} of {collection!r} is not stored yet")
-        context = Context(collection, version, record.dataset_embeddings, physical, record.source)
+        context = _context(record, physical)
         self._cache[collection] = context
         return context
+
+    def at_version(self, collection: str, version: int) -> Context:
+        """Context ``version`` of ``collection`` whatever its state (a rebuild's target
+        included); ContextNotReady when it is not stored (yet)."""
+        key = (collection, version)
+        cached = self._versions.get(key)
+        if cached is not None:
+            return cached
+        record = self.store.load_context(collection, version)
+        if record is None:
+            raise ContextNotReady(f"context {version} of {collection!r} is not stored yet")
+        context = _context(record, self.store.physical_name(collection, version))
+        if record.state == "ready":  # a building context may still be replaced by a re-run
+            self._versions[key] = context
+        return context
+
+    def forget(self, collection: str) -> None:
+        """Drop cached contexts of ``collection`` (after a swap, rollback, prune or drop)."""
+        self._cache.pop(collection, None)
+        for key in [k for k in self._versions if k[0] == collection]:
+            del self._versions[key]
 
     def generic(self) -> np.ndarray:
         """Dataset embeddings of the generic context (no collection), computed once."""
@@ -99,8 +166,16 @@ class Contexts:
         return generic_texts(embedder.context_size, seed=self.settings.context_seed)
 
     # ---- building -----------------------------------------------------------------------
-    def ensure(self, collection: str, corpus: Callable[[], Corpus]) -> Context:
-        """The collection's context, building it from `corpus()` if it has none yet."""
+    def ensure(
+        self,
+        collection: str,
+        corpus: Callable[[], Corpus],
+        population: Callable[[], int] | None = None,
+    ) -> Context:
+        """The collection's context, building it from `corpus()` if it has none yet.
+
+        `population()`: how many documents the corpus was sampled from (the job's size),
+        recorded as the context's `points_at_build`."""
         try:
             return self.current(collection)
         except NotFound:
@@ -109,7 +184,78 @@ class Contexts:
             try:  # another worker may have built it while we waited
                 return self.current(collection)
             except NotFound:
-                return self._build(collection, corpus(), source=ContextSource.CORPUS)
+                texts = corpus()
+                size = population() if population is not None else len(texts)
+                return self._build(
+                    collection,
+                    texts,
+                    source=ContextSource.CORPUS,
+                    points_at_build=max(size, len(texts)),
+                    trigger="first-ingest",
+                )
+
+    def fingerprint(self) -> str:
+        """The served model's weights fingerprint."""
+        return model_fingerprint(self._embedder())
+
+    def build_version(
+        self,
+        collection: str,
+        version: int,
+        corpus: Corpus,
+        *,
+        source: ContextSource,
+        trigger: str,
+        points_at_build: int,
+        seed: int,
+    ) -> Context:
+        """Stage 1 on `corpus` into context `version` of `collection`, state "building", with
+        its (empty) physical collection; the alias is not touched. Callers hold the lock."""
+        embedder = self._embedder()
+        distinct = {item["text"] for item in corpus}
+        if len(distinct) < 2:
+            raise InvalidInput(
+                f"context: {len(distinct)} distinct texts; a context needs varied texts",
+                field="context_texts",
+            )
+        chosen = sample_context(list(corpus), embedder.context_size, seed)
+        started = time.monotonic()
+        dataset = embedder.embed_context([c["text"] for c in chosen], seed=seed)
+        self.builds += 1
+        physical = self.store.ensure_physical(collection, version)
+        self.store.save_context(
+            ContextRecord(
+                collection=collection,
+                version=version,
+                dataset_embeddings=dataset,
+                sampled_ids=[c["id"] for c in chosen if c["id"]],
+                model_id=embedder.model_id,
+                created_at=time.time(),
+                state="building",
+                source=source,
+                points_at_build=points_at_build,
+                fingerprint=model_fingerprint(embedder),
+                trigger=trigger,
+            )
+        )
+        log.info(
+            "built context %d of %r (%s) from %d texts in %.1fs",
+            version,
+            collection,
+            trigger,
+            len(chosen),
+            time.monotonic() - started,
+        )
+        self._versions.pop((collection, version), None)
+        return Context(
+            collection,
+            version,
+            dataset,
+            physical,
+            source,
+            embedder.model_id,
+            model_fingerprint(embedder),
+        )
 
     def create_collection(
         self, collection: str, context_texts: Sequence[str] | None = None
@@ -135,9 +281,18 @@ class Contexts:
                 source=ContextSource.EXPLICIT
                 if context_texts is not None
                 else ContextSource.GENERIC,
+                trigger="create",
             )
 
-    def _build(self, collection: str, corpus: Corpus, *, source: ContextSource) -> Context:
+    def _build(
+        self,
+        collection: str,
+        corpus: Corpus,
+        *,
+        source: ContextSource,
+        points_at_build: int = 0,
+        trigger: str = "",
+    ) -> Context:
         embedder = self._embedder()
         seed = self.settings.context_seed
         distinct = {item["text"] for item in corpus}
@@ -156,6 +311,7 @@ class Contexts:
             )
             chosen = []
             source = ContextSource.GENERIC
+            points_at_build = 0
         else:
             chosen = sample_context(list(corpus), embedder.context_size, seed)
         started = time.monotonic()
@@ -178,6 +334,9 @@ class Contexts:
                 created_at=time.time(),
                 state="ready",
                 source=source,
+                points_at_build=points_at_build,
+                fingerprint=model_fingerprint(embedder),
+                trigger=trigger,
             )
         )
         self.store.set_alias(collection, physical)
@@ -189,6 +348,14 @@ class Contexts:
             source,
             time.monotonic() - started,
         )
-        context = Context(collection, version, dataset, physical, source)
+        context = Context(
+            collection,
+            version,
+            dataset,
+            physical,
+            source,
+            embedder.model_id,
+            model_fingerprint(embedder),
+        )
         self._cache[collection] = context
         return context

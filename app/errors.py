@@ -38,6 +38,14 @@ class NotFound(CdeqError):
     """A named collection, job or document does not exist."""
 
 
+class Conflict(CdeqError):
+    """The request clashes with the collection's current state (e.g. a rebuild already runs)."""
+
+
+class ModelMismatch(Conflict):
+    """The collection was embedded with another model than the one this process serves."""
+
+
 class ContextNotReady(CdeqError):
     """A collection's context is being built by another worker; try again shortly."""
 

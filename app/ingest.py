@@ -18,6 +18,7 @@ from typing import Any
 from app.documents import Document, validate_documents
 from app.errors import CdeqError, ContextNotReady, StoreUnavailable
 from app.jobs import BatchOutcome, Corpus, JobStatus, context_sample, split
+from app.lifecycle import after_ingest_job, mirror_documents
 from app.service import Cdeq
 from app.store import PointRecord
 
@@ -154,11 +155,15 @@ def _run_here(svc: Cdeq, batches: list[Batch], total: int, on_progress: Progress
 
 # ---- one batch -----------------------------------------------------------------------------
 def store_documents(
-    svc: Cdeq, collection: str, documents: Sequence[Document], corpus: Callable[[], Corpus]
+    svc: Cdeq,
+    collection: str,
+    documents: Sequence[Document],
+    corpus: Callable[[], Corpus],
+    population: Callable[[], int] | None = None,
 ) -> BatchOutcome:
     """Context (built on first use) → stage 2 → upsert. Deterministic point ids make a
     repeated call overwrite instead of duplicating."""
-    context = svc.contexts.ensure(collection, corpus)
+    context = svc.contexts.ensure(collection, corpus, population)
     embedder = svc.embedder
     embeddings = embedder.embed_documents([d.text for d in documents], context.dataset_embeddings)
     svc.store.upsert(
@@ -175,6 +180,8 @@ def store_documents(
             for d, vector in zip(documents, embeddings.vectors, strict=True)
         ],
     )
+    # A rebuild in progress (or a swap during this batch) needs these documents elsewhere too.
+    mirror_documents(svc, collection, context, documents)
     warning = truncation_warning(embedder.max_seq_length)
     truncated = {
         d.id: warning for d, cut in zip(documents, embeddings.truncated, strict=True) if cut
@@ -194,9 +201,14 @@ def process_batch(svc: Cdeq, batch: Batch) -> BatchOutcome | None:
         for d in batch.documents
     ]
     outcome = store_documents(
-        svc, batch.collection, docs, lambda: jobs.context_sample(batch.job_id)
+        svc,
+        batch.collection,
+        docs,
+        lambda: jobs.context_sample(batch.job_id),
+        lambda: jobs.status(batch.job_id).total,
     )
-    jobs.record_batch(batch.job_id, batch.index, outcome)
+    if jobs.record_batch(batch.job_id, batch.index, outcome) and jobs.status(batch.job_id).finished:
+        after_ingest_job(svc, batch.collection)  # the automatic context upgrade policy
     return outcome
 
 

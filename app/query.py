@@ -32,9 +32,13 @@ def search(
         raise InvalidInput(
             f"top_k: must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}", field="top_k"
         )
+    # Resolve the alias once: embed with that version's context and search that version's
+    # physical collection by name, so a swap in between cannot mix two contexts.
     context = service.contexts.current(collection)
     vector = service.embedder.embed_queries([text], context.dataset_embeddings).vectors[0]
-    return service.store.search(collection, vector, top_k=top_k, filter=filter)
+    return service.store.search(
+        collection, vector, top_k=top_k, filter=filter, physical=context.physical
+    )
 
 
 def delete_documents(collection: str, ids: Sequence[str], *, service: Cdeq) -> int:

@@ -16,6 +16,7 @@ from app.config import Settings
 from app.errors import StoreUnavailable
 
 TASK_INGEST_BATCH = "cdeq.ingest_batch"
+TASK_REBUILD_BATCH = "cdeq.rebuild_batch"
 INGEST_QUEUE = "ingest"
 
 
@@ -34,7 +35,10 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery("cdeq", broker=settings.redis.url, set_as_current=False)
     app.conf.update(
         task_default_queue=INGEST_QUEUE,
-        task_routes={TASK_INGEST_BATCH: {"queue": INGEST_QUEUE}},
+        task_routes={
+            TASK_INGEST_BATCH: {"queue": INGEST_QUEUE},
+            TASK_REBUILD_BATCH: {"queue": INGEST_QUEUE},
+        },
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,  # job records in Redis carry the outcome
@@ -56,6 +60,10 @@ class Dispatcher(Protocol):
         self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]
     ) -> None: ...
 
+    def send_rebuild_batch(
+        self, job_id: str, collection: str, index: int, point_ids: list[str]
+    ) -> None: ...
+
 
 class CeleryDispatcher:
     """Queue each batch as a Celery task on the `ingest` queue."""
@@ -70,6 +78,21 @@ class CeleryDispatcher:
             self.app.send_task(
                 TASK_INGEST_BATCH,
                 args=[job_id, collection, index, documents],
+                queue=INGEST_QUEUE,
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            )
+        except OperationalError as exc:
+            raise StoreUnavailable(f"could not queue a batch: {exc}", retry_after_s=2.0) from exc
+
+    def send_rebuild_batch(
+        self, job_id: str, collection: str, index: int, point_ids: list[str]
+    ) -> None:
+        """Queue one batch of a context rebuild (same queue and workers as ingest)."""
+        try:
+            self.app.send_task(
+                TASK_REBUILD_BATCH,
+                args=[job_id, collection, index, point_ids],
                 queue=INGEST_QUEUE,
                 retry=True,
                 retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},

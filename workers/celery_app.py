@@ -22,7 +22,8 @@ from celery.signals import worker_process_init
 from app.config import Settings
 from app.errors import CdeqError
 from app.ingest import Batch, batch_failed, fail_batch, process_batch
-from app.queue import TASK_INGEST_BATCH, make_celery
+from app.lifecycle import RebuildBatch, rebuild_failed, run_rebuild_batch
+from app.queue import TASK_INGEST_BATCH, TASK_REBUILD_BATCH, make_celery
 from app.service import Cdeq
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,35 @@ def ingest_batch(
     return {"state": "done", "succeeded": outcome.succeeded}
 
 
+def rebuild_batch(
+    self: Task, job_id: str, collection: str, index: int, point_ids: list[str]
+) -> dict[str, Any]:
+    """Celery task `cdeq.rebuild_batch`: one batch of a context rebuild; retry or fail it."""
+    svc = worker_service()
+    batch = RebuildBatch(job_id, collection, index, point_ids)
+    try:
+        outcome = run_rebuild_batch(svc, batch)
+    except SoftTimeLimitExceeded:
+        limit = svc.settings.ingest.task_soft_time_limit_s
+        rebuild_failed(svc, batch, CdeqError(f"a batch took longer than {limit}s"), retries=0)
+        return {"state": "failed"}
+    except Exception as exc:
+        countdown = rebuild_failed(svc, batch, exc, retries=self.request.retries)
+        if countdown is None:
+            return {"state": "failed"}
+        log.warning("rebuild %s batch %d: %s; retry in %.0fs", job_id, index, exc, countdown)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+    if outcome is None:
+        return {"state": "already_done"}
+    return {"state": "done", "succeeded": outcome.succeeded}
+
+
 def create_app(settings: Settings) -> Celery:
     """The worker's Celery app for these settings, with `cdeq.ingest_batch` registered."""
     _runtime.settings = settings
     app = make_celery(settings)
     app.task(name=TASK_INGEST_BATCH, bind=True)(ingest_batch)
+    app.task(name=TASK_REBUILD_BATCH, bind=True)(rebuild_batch)
     return app
 
 

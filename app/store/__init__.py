@@ -10,8 +10,10 @@ from app.store.records import (
     ContextSource,
     Hit,
     PointRecord,
+    RebuildMarker,
     point_id,
 )
+from app.store.scan import StoredDocument
 
 __all__ = [
     "META_COLLECTION",
@@ -21,6 +23,8 @@ __all__ = [
     "Hit",
     "PointRecord",
     "QdrantStore",
+    "RebuildMarker",
+    "StoredDocument",
     "open_client",
     "parse_physical",
     "point_id",

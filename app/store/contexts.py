@@ -19,7 +19,7 @@ from app.names import parse_physical
 from app.store.base import StoreCore
 from app.store.batches import estimate_point_bytes
 from app.store.collections import Collections
-from app.store.records import POINT_NAMESPACE, ContextRecord, ContextSource
+from app.store.records import POINT_NAMESPACE, ContextRecord, ContextSource, RebuildMarker
 from app.store.schema import META_DUMMY_VECTOR
 
 _SCROLL_PAGE = 256
@@ -29,6 +29,11 @@ _CONTEXT_SOURCES = tuple(source.value for source in ContextSource)
 def context_point_id(collection: str, version: int) -> str:
     """Id of the meta point that holds context ``version`` of ``collection``."""
     return str(uuid.uuid5(POINT_NAMESPACE, f"context\x00{collection}\x00{version}"))
+
+
+def rebuild_point_id(collection: str) -> str:
+    """Id of the meta point that marks a rebuild of ``collection`` in progress."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"rebuild\x00{collection}"))
 
 
 class Contexts:
@@ -104,6 +109,67 @@ class Contexts:
             if offset is None:
                 return versions
 
+    def delete(self, collection: str, version: int) -> None:
+        """Delete context ``version`` of ``collection`` (nothing when absent)."""
+        with self._core.meta_errors(f"deleting context {collection!r} v{version}"):
+            self._core.client.delete(
+                self._core.meta_collection,
+                points_selector=models.PointIdsList(points=[context_point_id(collection, version)]),
+                wait=True,
+            )
+
+    # ---- the rebuild marker -------------------------------------------------------------------
+    def save_marker(self, marker: RebuildMarker) -> None:
+        point = models.PointStruct(
+            id=rebuild_point_id(marker.collection),
+            vector=META_DUMMY_VECTOR,
+            payload={
+                "kind": "rebuild",
+                "collection": marker.collection,
+                "job_id": marker.job_id,
+                "from_version": marker.from_version,
+                "target_version": marker.target_version,
+                "trigger": marker.trigger,
+                "started_at": marker.started_at,
+                "seed": marker.seed,
+                "source": marker.source,
+            },
+        )
+        with self._core.meta_errors(f"marking a rebuild of {marker.collection!r}"):
+            self._core.client.upsert(self._core.meta_collection, points=[point], wait=True)
+
+    def load_marker(self, collection: str) -> RebuildMarker | None:
+        if not self._core.exists(self._core.meta_collection):
+            return None
+        with self._core.meta_errors(f"reading the rebuild marker of {collection!r}"):
+            records = self._core.client.retrieve(
+                self._core.meta_collection,
+                ids=[rebuild_point_id(collection)],
+                with_payload=True,
+                with_vectors=False,
+            )
+        if not records or not records[0].payload:
+            return None
+        p = records[0].payload
+        return RebuildMarker(
+            collection=str(p["collection"]),
+            job_id=str(p["job_id"]),
+            from_version=int(p["from_version"]),
+            target_version=int(p["target_version"]),
+            trigger=str(p.get("trigger", "")),
+            started_at=float(p.get("started_at", 0.0)),
+            seed=int(p.get("seed", 0)),
+            source=str(p.get("source", "rebuild")),
+        )
+
+    def clear_marker(self, collection: str) -> None:
+        with self._core.meta_errors(f"clearing the rebuild marker of {collection!r}"):
+            self._core.client.delete(
+                self._core.meta_collection,
+                points_selector=models.PointIdsList(points=[rebuild_point_id(collection)]),
+                wait=True,
+            )
+
     def delete_all(self, collection: str) -> None:
         """Delete every context of ``collection``, whatever its state."""
         with self._core.meta_errors(f"deleting the contexts of {collection!r}"):
@@ -157,6 +223,9 @@ def _context_payload(record: ContextRecord) -> dict[str, Any]:
         "model_id": record.model_id,
         "created_at": float(record.created_at),
         "sampled_ids": list(record.sampled_ids),
+        "points_at_build": int(record.points_at_build),
+        "fingerprint": record.fingerprint,
+        "trigger": record.trigger,
         "dataset_embeddings": {
             "dtype": "float32",
             "shape": list(raw.shape),
@@ -186,4 +255,7 @@ def _context_from_payload(payload: Mapping[str, Any]) -> ContextRecord:
         created_at=float(payload["created_at"]),
         state=str(payload["state"]),
         source=source,
+        points_at_build=int(payload.get("points_at_build", 0)),
+        fingerprint=str(payload.get("fingerprint", "")),
+        trigger=str(payload.get("trigger", "")),
     )

@@ -103,15 +103,20 @@ class Points:
         vector: Sequence[float] | np.ndarray,
         top_k: int,
         filter: SearchFilter | None,
+        physical: str | None = None,
     ) -> list[Hit]:
         self._core.check_readable_name(collection)
+        if physical is not None:
+            parsed = parse_physical(physical)
+            if parsed is None or parsed[0] != collection:
+                raise InvalidInput(f"{physical!r} is not a physical collection of {collection!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InvalidInput(f"top_k must be an int >= 1, got {top_k!r}", field="top_k")
         query = self._vector(vector, "query vector")
         query_filter = build_filter(filter)
         with translated_errors(f"searching {collection!r}", collection=collection):
             response = self._core.client.query_points(
-                collection,
+                physical or collection,
                 query=query,
                 limit=top_k,
                 query_filter=query_filter,

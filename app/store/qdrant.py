@@ -26,7 +26,15 @@ from app.store.collections import Collections
 from app.store.contexts import Contexts
 from app.store.filters import SearchFilter
 from app.store.points import Points
-from app.store.records import META_COLLECTION, CollectionInfo, ContextRecord, Hit, PointRecord
+from app.store.records import (
+    META_COLLECTION,
+    CollectionInfo,
+    ContextRecord,
+    Hit,
+    PointRecord,
+    RebuildMarker,
+)
+from app.store.scan import Scan, StoredDocument
 from app.store.schema import Schema
 
 
@@ -56,6 +64,7 @@ class QdrantStore:
         self._collections = Collections(self._core)
         self._points = Points(self._core, self._collections)
         self._contexts = Contexts(self._core, self._collections)
+        self._scan = Scan(self._core)
 
     @classmethod
     def from_settings(cls, settings: QdrantSettings, *, dim: int = 768) -> QdrantStore:
@@ -168,6 +177,8 @@ class QdrantStore:
         self._collections.drop(collection, current, physicals)
         if contexts:
             self._contexts.delete_all(collection)
+        if self._core.exists(self._core.meta_collection):
+            self._contexts.clear_marker(collection)
 
     # ---- points -------------------------------------------------------------------------------
 
@@ -195,13 +206,17 @@ class QdrantStore:
         vector: Sequence[float] | np.ndarray,
         top_k: int = 10,
         filter: SearchFilter | None = None,
+        *,
+        physical: str | None = None,
     ) -> list[Hit]:
         """The ``top_k`` documents of ``collection`` with the highest dot product with ``vector``.
 
         ``filter``: ``{"metadata.lang": "en", "metadata.tag": ["a", "b"]}`` (all must match; a
-        list matches any item) or a ``qdrant_client.models.Filter``.
+        list matches any item) or a ``qdrant_client.models.Filter``. ``physical``: search that
+        physical collection of ``collection`` instead of the alias (the version the query
+        vector was embedded for, even if the alias moves meanwhile).
         """
-        return self._points.search(collection, vector, top_k, filter)
+        return self._points.search(collection, vector, top_k, filter, physical)
 
     def get_documents(
         self, collection: str, document_ids: Sequence[str]
@@ -227,3 +242,46 @@ class QdrantStore:
         never has its half-filled collection reused by the next build.
         """
         return self._contexts.next_version(collection)
+
+    def context_versions(self, collection: str, *, ready_only: bool) -> list[int]:
+        """Versions of the stored contexts of ``collection`` (only "ready" ones with
+        ``ready_only``); empty when there are none or no meta collection yet."""
+        return self._contexts.versions(collection, ready_only=ready_only, missing_ok=True)
+
+    def delete_context(self, collection: str, version: int) -> None:
+        """Delete context ``version`` of ``collection`` (nothing when absent)."""
+        self._contexts.delete(collection, version)
+
+    # ---- rebuilds -----------------------------------------------------------------------------
+
+    def save_rebuild_marker(self, marker: RebuildMarker) -> None:
+        """Mark a rebuild of ``marker.collection`` in progress (one per collection)."""
+        self._contexts.save_marker(marker)
+
+    def load_rebuild_marker(self, collection: str) -> RebuildMarker | None:
+        """The rebuild of ``collection`` in progress, or None."""
+        return self._contexts.load_marker(collection)
+
+    def clear_rebuild_marker(self, collection: str) -> None:
+        """Forget the rebuild marker of ``collection`` (nothing when absent)."""
+        self._contexts.clear_marker(collection)
+
+    def point_hashes(self, physical: str) -> dict[str, str]:
+        """point id → content hash of every point of the physical collection ``physical``."""
+        return self._scan.hashes(physical)
+
+    def fetch_stored(self, physical: str, point_ids: Sequence[str]) -> list[StoredDocument]:
+        """The stored documents of ``physical`` among ``point_ids``, in that order."""
+        return self._scan.fetch(physical, point_ids)
+
+    def delete_points(self, physical: str, point_ids: Sequence[str]) -> None:
+        """Delete points by id from the physical collection ``physical``."""
+        self._scan.delete(physical, point_ids)
+
+    def count_physical(self, physical: str) -> int:
+        """Exact number of points in the physical collection ``physical``."""
+        return self._scan.count(physical)
+
+    def drop_physical(self, physical: str) -> None:
+        """Delete one physical collection (never the live one: callers check)."""
+        self._scan.drop(physical)

@@ -26,6 +26,7 @@ __all__ = [
     "ContextSource",
     "Hit",
     "PointRecord",
+    "RebuildMarker",
     "point_id",
 ]
 
@@ -91,3 +92,24 @@ class ContextRecord:
     created_at: float
     state: str = "ready"
     source: ContextSource = ContextSource.CORPUS
+    # Documents the context was sampled from (a first job's size, or the collection's size at a
+    # rebuild); 0 for generic and explicit contexts. `growth` compares the collection with it.
+    points_at_build: int = 0
+    fingerprint: str = ""  # the model's weights fingerprint ("" in contexts saved before it)
+    trigger: str = (
+        ""  # what asked for it: "first-ingest", "create", "manual", "auto-generic", "auto-growth"
+    )
+
+
+@dataclass(frozen=True)
+class RebuildMarker:
+    """A rebuild in progress: while it exists, writes to the collection also reach ``target``."""
+
+    collection: str
+    job_id: str
+    from_version: int
+    target_version: int
+    trigger: str
+    started_at: float
+    seed: int = 0
+    source: str = "rebuild"  # the new context's source: "rebuild", or "explicit" for given texts

@@ -1,0 +1,111 @@
+"""Reading and trimming one physical collection directly: what a rebuild needs.
+
+A rebuild re-embeds the documents of the live physical collection into the next one, and its
+catch-up pass compares the two by point id and content hash. These requests name a physical
+collection (never the alias), so they keep working while the alias moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qdrant_client import models
+
+from app.errors import InvalidInput
+from app.names import parse_physical
+from app.store.base import StoreCore
+from app.store.client import translated_errors
+
+_PAGE = 1024
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as it is stored in a physical collection (text is None when not stored)."""
+
+    point_id: str
+    document_id: str
+    text: str | None
+    metadata: dict[str, Any]
+    content_hash: str
+
+
+class Scan:
+    """Point-level reads and deletes on a named physical collection."""
+
+    def __init__(self, core: StoreCore) -> None:
+        self._core = core
+
+    def _check(self, physical: str) -> str:
+        if parse_physical(physical) is None or physical == self._core.meta_collection:
+            raise InvalidInput(f"{physical!r} is not a physical collection name (NAME__c<version>)")
+        return physical
+
+    def hashes(self, physical: str) -> dict[str, str]:
+        """point id → content hash of every point of ``physical``, scrolled in point-id order."""
+        self._check(physical)
+        found: dict[str, str] = {}
+        offset: models.ExtendedPointId | None = None
+        while True:
+            with translated_errors(f"scrolling {physical!r}", collection=physical):
+                records, offset = self._core.client.scroll(
+                    physical,
+                    limit=_PAGE,
+                    offset=offset,
+                    with_payload=["content_hash"],
+                    with_vectors=False,
+                )
+            for r in records:
+                found[str(r.id)] = str((r.payload or {}).get("content_hash", ""))
+            if offset is None:
+                return found
+
+    def fetch(self, physical: str, point_ids: Sequence[str]) -> list[StoredDocument]:
+        """The stored documents among ``point_ids`` (absent ones are left out), in that order."""
+        self._check(physical)
+        by_id: dict[str, StoredDocument] = {}
+        for start in range(0, len(point_ids), _PAGE):
+            with translated_errors(f"reading points of {physical!r}", collection=physical):
+                records = self._core.client.retrieve(
+                    physical,
+                    ids=list(point_ids[start : start + _PAGE]),
+                    with_payload=True,
+                    with_vectors=False,
+                )
+            for r in records:
+                payload = r.payload or {}
+                text = payload.get("text")
+                by_id[str(r.id)] = StoredDocument(
+                    point_id=str(r.id),
+                    document_id=str(payload.get("document_id", "")),
+                    text=text if isinstance(text, str) else None,
+                    metadata=dict(payload.get("metadata") or {}),
+                    content_hash=str(payload.get("content_hash", "")),
+                )
+        return [by_id[i] for i in point_ids if i in by_id]
+
+    def delete(self, physical: str, point_ids: Sequence[str]) -> None:
+        self._check(physical)
+        for start in range(0, len(point_ids), _PAGE):
+            with translated_errors(f"deleting points of {physical!r}", collection=physical):
+                self._core.client.delete(
+                    physical,
+                    points_selector=models.PointIdsList(
+                        points=list(point_ids[start : start + _PAGE])
+                    ),
+                    wait=True,
+                )
+
+    def count(self, physical: str) -> int:
+        self._check(physical)
+        with translated_errors(f"counting {physical!r}", collection=physical):
+            return int(self._core.client.count(physical, exact=True).count)
+
+    def drop(self, physical: str) -> None:
+        """Delete ``physical`` (nothing when it is already gone)."""
+        self._check(physical)
+        if self._core.exists(physical):
+            with translated_errors(f"deleting collection {physical!r}"):
+                self._core.client.delete_collection(physical)
