@@ -553,7 +553,7 @@ def _auto_reason(svc: Cdeq, record: ContextRecord, points_now: int) -> str | Non
     return None  # an explicit context is the user's choice: never replaced automatically
 
 
-def rebuild_counts(service: Cdeq) -> dict[str, int]:
+def rebuild_counts(*, service: Cdeq) -> dict[str, int]:
     """Rebuilds started, by trigger (Redis-wide with a queue; this process's without)."""
     counts = dict.fromkeys(TRIGGERS, 0)
     client = service.redis

@@ -18,10 +18,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
     CdeqError,
+    Conflict,
     ContextNotReady,
     InputTooLong,
     InvalidInput,
     ModelLoadError,
+    ModelMismatch,
     NotFound,
     Overloaded,
     StoreUnavailable,
@@ -162,6 +164,11 @@ async def _validation(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _conflict(request: Request, exc: Exception) -> Response:
+    code = "model_mismatch" if isinstance(exc, ModelMismatch) else "conflict"
+    return error_response(409, str(exc), code=code)
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     return error_response(404, str(exc), code="not_found")
 
@@ -235,6 +242,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(InputTooLong, _input_too_long)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(Conflict, _conflict)  # ModelMismatch too: code model_mismatch
     app.add_exception_handler(ContextNotReady, _retry_later(503, SERVER_ERROR, "context_not_ready"))
     app.add_exception_handler(
         StoreUnavailable, _retry_later(503, SERVER_ERROR, "store_unavailable")

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import CdeqError
 from app.queue import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,40 @@ class _QueueDepth(Collector):
         )
 
 
+class _ContextRebuilds(Collector):
+    """Context rebuilds started, by trigger (manual, auto-generic, auto-growth), read at scrape
+    time: from Redis with a queue (every process's), else this process's own count."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        try:
+            counts = self._counts()
+        except CdeqError as exc:
+            log.warning("rebuild counts unavailable: %s", exc)
+            return
+        family = self._family()
+        for trigger, count in sorted(counts.items()):
+            family.add_metric([trigger], count)
+        yield family
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "cdeq_context_rebuilds", "Context rebuilds started, by trigger", labels=["trigger"]
+        )
+
+
 class Metrics:
     def __init__(
-        self, redis_client: Callable[[], redis.Redis | None], in_flight: Callable[[], int]
+        self,
+        redis_client: Callable[[], redis.Redis | None],
+        in_flight: Callable[[], int],
+        rebuilds: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -83,6 +115,8 @@ class Metrics:
         )
         gauge.set_function(lambda: float(in_flight()))
         self.registry.register(_QueueDepth(redis_client))
+        if rebuilds is not None:
+            self.registry.register(_ContextRebuilds(rebuilds))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,9 +15,10 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.api import collections, embeddings, errors, health
+from app.api import collections, contexts, embeddings, errors, health
 from app.api.auth import KeyRing, exposure_check
 from app.api.limits import BodyLimit, InFlight
+from app.lifecycle import rebuild_counts
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.config import Settings
 from app.errors import StoreUnavailable
@@ -52,7 +53,9 @@ def create_app(settings: Settings, service: Cdeq | None = None) -> FastAPI:
     owned = service is None
     svc = service if service is not None else Cdeq(settings)
     in_flight = InFlight(api.max_in_flight, api.in_flight_wait_ms / 1000)
-    metrics = Metrics(lambda: svc.redis, lambda: in_flight.active)
+    metrics = Metrics(
+        lambda: svc.redis, lambda: in_flight.active, lambda: rebuild_counts(service=svc)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +83,7 @@ def create_app(settings: Settings, service: Cdeq | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(embeddings.router)
     app.include_router(collections.router)
+    app.include_router(contexts.router)
     app.include_router(health.router)
     # Added last = outermost: metrics see every answer, including the body limit's 413s.
     app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
