@@ -18,10 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from app.api import collections, contexts, embeddings, errors, health
 from app.api.auth import KeyRing, exposure_check
 from app.api.limits import BodyLimit, InFlight
-from app.lifecycle import rebuild_counts
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.config import Settings
 from app.errors import StoreUnavailable
+from app.lifecycle import rebuild_counts
 from app.service import Cdeq
 
 log = logging.getLogger(__name__)
