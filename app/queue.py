@@ -45,6 +45,9 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,  # ack after the batch is stored…
         task_reject_on_worker_lost=True,  # …and re-queue it if the worker dies mid-batch
         worker_prefetch_multiplier=1,  # one batch at a time per GPU worker
+        # A pool process loads the model in worker_process_init before it reports up; Celery's
+        # default 4 s kills it first on a busy host (and always for the full-size model).
+        worker_proc_alive_timeout=120,
         task_soft_time_limit=settings.ingest.task_soft_time_limit_s,
         task_time_limit=settings.ingest.task_time_limit_s,
         broker_transport_options={"visibility_timeout": visibility_timeout_s(settings)},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,15 @@ class CountingEmbedder:
     def __init__(self, inner: CdeEmbedder) -> None:
         self.inner = inner
         self.context_calls = 0
+        self.documents_embedded: list[str] = []  # every stage-2 document text, in order
 
     def embed_context(self, *args: Any, **kwargs: Any) -> np.ndarray:
         self.context_calls += 1
         return self.inner.embed_context(*args, **kwargs)
+
+    def embed_documents(self, texts: Any, *args: Any, **kwargs: Any) -> Any:
+        self.documents_embedded.extend(texts)
+        return self.inner.embed_documents(texts, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -52,3 +58,25 @@ class PoisonEmbedder(CountingEmbedder):
         if self.poison in texts:
             raise InvalidInput("simulated: the model refuses this text")
         return self.inner.embed_documents(texts, *args, **kwargs)
+
+
+class GatedEmbedder(CountingEmbedder):
+    """The real embedder, whose `pause_at`-th stage-2 call from a thread other than the test's
+    waits until the test opens the gate: a worker held mid-rebuild, so the test can ingest and
+    delete while it runs (only the timing is staged)."""
+
+    def __init__(self, inner: CdeEmbedder, pause_at: int) -> None:
+        super().__init__(inner)
+        self.pause_at = pause_at
+        self.worker_calls = 0
+        self.paused = threading.Event()
+        self.release = threading.Event()
+
+    def embed_documents(self, texts: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            self.worker_calls += 1
+            if self.worker_calls == self.pause_at:
+                self.paused.set()
+                if not self.release.wait(120):
+                    raise TimeoutError("the test never opened the gate")
+        return super().embed_documents(texts, *args, **kwargs)

@@ -12,11 +12,13 @@ from pathlib import Path
 from app.store import QdrantStore
 
 MARKER = Path(os.environ["CDEQ_TEST_KILL_MARKER"])
+# Only upserts into this physical collection hang (e.g. a rebuild's target); default: any.
+TARGET = os.environ.get("CDEQ_TEST_KILL_TARGET")
 _real_upsert = QdrantStore.upsert
 
 
 def upsert_then_hang(self: QdrantStore, physical: str, points: list) -> None:  # type: ignore[type-arg]
-    if not MARKER.exists():
+    if not MARKER.exists() and TARGET in (None, physical):
         half = len(points) // 2
         _real_upsert(self, physical, points[:half])
         MARKER.write_text(str(os.getpid()))
