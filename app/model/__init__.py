@@ -1,6 +1,7 @@
-"""cde-small-v1 in pure PyTorch: no I/O beyond reading a checkpoint, no settings, no services."""
+"""cde-small-v1 (pure PyTorch) and cde-small-v2 (on transformers' ModernBertModel): no I/O
+beyond reading a checkpoint, no settings, no services."""
 
-from app.model.config import BackboneConfig, CdeConfig
+from app.model.config import BackboneConfig, CdeConfig, Family, ModernBertBackboneConfig
 from app.model.embedder import (
     DOCUMENT_PREFIX,
     QUERY_PREFIX,
@@ -8,6 +9,7 @@ from app.model.embedder import (
     Embeddings,
     sample_context,
 )
+from app.model.modernbert import V2Head
 
 __all__ = [
     "DOCUMENT_PREFIX",
@@ -16,5 +18,8 @@ __all__ = [
     "CdeConfig",
     "CdeEmbedder",
     "Embeddings",
+    "Family",
+    "ModernBertBackboneConfig",
+    "V2Head",
     "sample_context",
 ]

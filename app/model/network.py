@@ -2,7 +2,8 @@
 
 Follows the training-time forward of "Contextual Document Embeddings" (arXiv:2410.02525,
 §3-4) as written up in docs/cde-model.md. Module names equal the official checkpoint's key
-names, so loading is a key-by-key copy (see checkpoint.py for the table).
+names, so loading is a key-by-key copy (see checkpoint.py for the table). What both versions
+share (pooling, soft prompt, heads) is in stages.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.model import stages
 from app.model.config import BackboneConfig, CdeConfig
 
 # On CPU, attention runs per sequence over its real tokens, HEADS_PER_STEP heads per matmul
@@ -31,7 +33,11 @@ def rotary_cos_sin(
     embeddings in stage 2 (config `disable_transductive_rotary_embedding`).
     """
     inv_freq = 1.0 / (
-        base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=positions.device) / rotary_dim)
+        base
+        ** (
+            torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=positions.device)
+            / rotary_dim
+        )
     )
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (T, rd/2)
     if unrotated is not None:
@@ -228,75 +234,47 @@ class NomicBert(nn.Module):
         return last(h, ctx, output_from)
 
 
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of hidden (B, T, D) over positions where mask (B, T) is 1, accumulated in fp32."""
-    m = mask.to(torch.float32).unsqueeze(-1)
-    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
+class FirstStage(stages.FirstStage):
+    """Stage 1 on nomic-bert (`first_stage_model.embedder`)."""
 
-
-class FirstStage(nn.Module):
-    """Stage 1 (`first_stage_model`): mean-pooled backbone + MLP → one dataset embedding per
-    context document."""
+    embedder: NomicBert
 
     def __init__(self, cfg: BackboneConfig) -> None:
-        super().__init__()
-        self.embedder = NomicBert(cfg)
-        self.mlp = nn.Sequential(
-            nn.Linear(cfg.n_embd, cfg.n_embd), nn.GELU(), nn.Linear(cfg.n_embd, cfg.n_embd)
-        )
+        super().__init__(NomicBert(cfg), cfg.n_embd)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.embedder.run(self.embedder.embeddings(input_ids), attention_mask)
-        pooled = masked_mean(h, attention_mask).to(h.dtype)  # (B, D)
-        return self.mlp(pooled)
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.embedder.run(self.embedder.embeddings(input_ids), attention_mask)
 
 
-class SecondStage(nn.Module):
-    """Stage 2 (`second_stage_model`): the text, prefixed by the dataset embeddings and the
-    soft prompt, through its own backbone; mean over text tokens; output projection."""
+class SecondStage(stages.SecondStage):
+    """Stage 2 on nomic-bert: the 512 dataset-embedding positions unrotated, mean over all text
+    tokens, `output_projection` without residual (docs/cde-model.md, "Second stage")."""
+
+    backbone: NomicBert
 
     def __init__(self, cfg: CdeConfig) -> None:
-        super().__init__()
-        d = cfg.backbone.n_embd
-        self.cfg = cfg
-        self.backbone = NomicBert(cfg.backbone)
-        self.prompt_projection = nn.Sequential(
-            nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d * cfg.n_soft_prompt)
-        )
-        self.output_projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
+        assert isinstance(cfg.backbone, BackboneConfig)
+        super().__init__(NomicBert(cfg.backbone), cfg)
 
-    def soft_prompt(self) -> torch.Tensor:
-        """The soft-prompt tokens (n_soft_prompt, D): prompt_projection applied to ones."""
-        w = self.prompt_projection[0].weight
-        assert isinstance(w, torch.Tensor)
-        ones = torch.ones(w.shape[1], dtype=w.dtype, device=w.device)
-        return self.prompt_projection(ones).view(self.cfg.n_soft_prompt, -1)
-
-    def prefix(self, dataset_embeddings: torch.Tensor) -> torch.Tensor:
-        """(N + n_soft_prompt, D) prefix; the soft prompt takes the dataset embeddings' dtype."""
-        soft = self.soft_prompt().to(dataset_embeddings.dtype)
-        return torch.cat((dataset_embeddings, soft), dim=0)
-
-    def forward(
+    def text_hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: torch.Tensor
     ) -> torch.Tensor:
-        """input_ids/attention_mask (B, L) right-padded; prefix (P, D) from `prefix()`."""
         B, _L = input_ids.shape
         P = prefix.shape[0]
         text = self.backbone.embeddings(input_ids)  # (B, L, D); the prefix gets no token type
         x = torch.cat((prefix.to(text.dtype).expand(B, P, -1), text), dim=1)  # (B, P+L, D)
         mask = torch.cat((attention_mask.new_ones(B, P), attention_mask), dim=1)
-        n_unrotated = self.cfg.transductive_corpus_size if self.cfg.disable_transductive_rotary_embedding else 0
-        h = self.backbone.run(x, mask, n_unrotated=n_unrotated, output_from=P)  # (B, L, D)
-        pooled = masked_mean(h, attention_mask).to(h.dtype)  # text tokens only
-        return self.output_projection(pooled)
+        n_unrotated = (
+            self.cfg.transductive_corpus_size
+            if self.cfg.disable_transductive_rotary_embedding
+            else 0
+        )
+        return self.backbone.run(x, mask, n_unrotated=n_unrotated, output_from=P)  # (B, L, D)
 
 
-class DatasetTransformer(nn.Module):
-    """Both stages under the official module names (`first_stage_model`, `second_stage_model`)."""
+class DatasetTransformer(stages.TwoStageModel):
+    """cde-small-v1 (`DatasetTransformer`): both stages on nomic-bert."""
 
     def __init__(self, cfg: CdeConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.first_stage_model = FirstStage(cfg.backbone)
-        self.second_stage_model = SecondStage(cfg)
+        assert isinstance(cfg.backbone, BackboneConfig)
+        super().__init__(cfg, FirstStage(cfg.backbone), SecondStage(cfg))
