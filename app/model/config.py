@@ -109,9 +109,15 @@ class BackboneConfig:
 # ModernBERT config keys that are not sizes: what the file was saved with, or choices we make
 # ourselves (the attention implementation: see modernbert.py).
 _MODERNBERT_IGNORED = {
-    "_name_or_path", "_attn_implementation", "attn_implementation", "architectures",
-    "transformers_version", "torch_dtype", "dtype", "reference_compile",
-}  # fmt: skip
+    "_name_or_path",
+    "_attn_implementation",
+    "attn_implementation",
+    "architectures",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "reference_compile",
+}
 
 
 @dataclass(frozen=True)
@@ -161,8 +167,17 @@ class ModernBertBackboneConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModernBertBackboneConfig:
         values = {k: v for k, v in raw.items() if k not in _MODERNBERT_IGNORED}
-        missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                               "intermediate_size", "vocab_size") if k not in values]  # fmt: skip
+        missing = [
+            k
+            for k in (
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "intermediate_size",
+                "vocab_size",
+            )
+            if k not in values
+        ]
         if missing:
             raise ModelLoadError(f"backbone_config (ModernBERT): missing {', '.join(missing)}")
         if values.get("model_type", "modernbert") != "modernbert":

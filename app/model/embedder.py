@@ -96,10 +96,13 @@ def _parse_device(device: str | torch.device | None) -> torch.device:
 
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}  # fmt: skip
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def _parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -208,9 +211,15 @@ class CdeEmbedder:
         )
         del state
         return cls(
-            model, tokenizer, model_id=str(path_or_hub_id), device=dev, dtype=dt,
-            token_budget=token_budget, folder=files.folder, fingerprint=stamp,
-        )  # fmt: skip
+            model,
+            tokenizer,
+            model_id=str(path_or_hub_id),
+            device=dev,
+            dtype=dt,
+            token_budget=token_budget,
+            folder=files.folder,
+            fingerprint=stamp,
+        )
 
     # ---- facts --------------------------------------------------------------------------
     @property

@@ -100,9 +100,12 @@ def write_tokenizer(folder: Path, vocab_size: int, corpus: Iterable[str]) -> int
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     alphabet = list(string.ascii_lowercase + string.digits + string.punctuation)
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=alphabet,
-        limit_alphabet=1000, show_progress=False,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=alphabet,
+        limit_alphabet=1000,
+        show_progress=False,
+    )
     tok.train_from_iterator(corpus, trainer)
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     tokens = [t for t, _ in vocab]
@@ -130,10 +133,14 @@ def write_tokenizer(folder: Path, vocab_size: int, corpus: Iterable[str]) -> int
         "tokenizer_class": "BertTokenizer",
         "do_lower_case": True,
         "model_max_length": 512,
-        "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-        "unk_token": "[UNK]", "mask_token": "[MASK]",
-        "strip_accents": None, "tokenize_chinese_chars": True,
-    }  # fmt: skip
+        "cls_token": "[CLS]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "unk_token": "[UNK]",
+        "mask_token": "[MASK]",
+        "strip_accents": None,
+        "tokenize_chinese_chars": True,
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return len(tokens)
 
@@ -149,9 +156,10 @@ def write_bpe_tokenizer(folder: Path, vocab_size: int, corpus: Iterable[str]) ->
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(MODERNBERT_SPECIAL_TOKENS), show_progress=False,
+        vocab_size=vocab_size - len(MODERNBERT_SPECIAL_TOKENS),
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
+    )
     tok.train_from_iterator(corpus, trainer)
     tok.add_special_tokens(MODERNBERT_SPECIAL_TOKENS)
     ids: dict[str, int] = {}
@@ -166,8 +174,13 @@ def write_bpe_tokenizer(folder: Path, vocab_size: int, corpus: Iterable[str]) ->
     )
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
-    names = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-             "mask_token": "[MASK]", "unk_token": "[UNK]"}  # fmt: skip
+    names = {
+        "cls_token": "[CLS]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "mask_token": "[MASK]",
+        "unk_token": "[UNK]",
+    }
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 8192, **names}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (folder / "special_tokens_map.json").write_text(json.dumps(names, indent=2) + "\n")
@@ -180,9 +193,13 @@ def v2_config(size: str, folder: Path, texts: list[str]) -> CdeConfig:
     vocab_size = int(str(values["vocab_size"]))
     # ModernBERT-base: 50,280 BPE entries + 5 special tokens, padded to a multiple of 64
     ids = write_bpe_tokenizer(folder, min(vocab_size, 50_285), texts)
-    special = {"pad_token_id": ids["[PAD]"], "cls_token_id": ids["[CLS]"],
-               "bos_token_id": ids["[CLS]"], "sep_token_id": ids["[SEP]"],
-               "eos_token_id": ids["[SEP]"]}  # fmt: skip
+    special = {
+        "pad_token_id": ids["[PAD]"],
+        "cls_token_id": ids["[CLS]"],
+        "bos_token_id": ids["[CLS]"],
+        "sep_token_id": ids["[SEP]"],
+        "eos_token_id": ids["[SEP]"],
+    }
     backbone = ModernBertBackboneConfig.from_dict({**values, **special})
     return CdeConfig(backbone=backbone, transductive_corpus_size=corpus_size)
 
