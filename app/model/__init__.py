@@ -7,6 +7,7 @@ from app.model.embedder import (
     QUERY_PREFIX,
     CdeEmbedder,
     Embeddings,
+    Progress,
     sample_context,
 )
 from app.model.modernbert import V2Head
@@ -20,6 +21,7 @@ __all__ = [
     "Embeddings",
     "Family",
     "ModernBertBackboneConfig",
+    "Progress",
     "V2Head",
     "sample_context",
 ]

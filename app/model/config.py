@@ -3,7 +3,7 @@
 The official configs name their backbone (`embedder`: `nomic-ai/nomic-bert-2048` for v1,
 `answerdotai/ModernBERT-base` for v2) instead of spelling out its sizes; a `backbone_config`
 object in the backbone's own field names, when present, wins (tiny test checkpoints carry one).
-The backbone family decides the model family (docs/cde-v2-model.md, "Backbone").
+The backbone family decides the model family (docs/model.md, "cde-small-v2").
 """
 
 from __future__ import annotations
@@ -308,7 +308,7 @@ class CdeConfig:
             "autoregressive_backbone": False,
             "disable_dropout": True,
             # True in the official file, but it acts on nomic backbones only: v2 rotates
-            # every position (docs/cde-v2-model.md, "Stage 2" 3).
+            # every position (docs/model.md, "cde-small-v2": Stage 2).
             "disable_transductive_rotary_embedding": self.disable_transductive_rotary_embedding,
             "embedder": MODERNBERT_EMBEDDER,
             "embedding_output_dim": None,

@@ -183,7 +183,7 @@ class CdeEmbedder:
         Hugging Face hub; the config's `embedder` (or `backbone_config`) says which.
 
         Default device: CUDA when available (bfloat16), else CPU (float32). `v2_head`
-        ("training" or "hub", docs/cde-v2-model.md "Stage 2" 5) is ignored for v1.
+        ("training" or "hub", docs/model.md, "cde-small-v2": Head) is ignored for v1.
         """
         if v2_head not in V2_HEADS:
             raise InvalidInput(
@@ -331,12 +331,19 @@ class CdeEmbedder:
 
     # ---- stage 1 ------------------------------------------------------------------------
     def embed_context(
-        self, texts: Sequence[str], *, seed: int = 0, on_progress: Progress | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        seed: int = 0,
+        on_progress: Progress | None = None,
+        warn_below_distinct: int = 32,
     ) -> np.ndarray:
         """Dataset embeddings (context_size, D), raw float32 (stage 1; not normalized).
 
         `texts` is the collection's corpus; exactly `context_size` of them are used
-        (see `sample_context`), each as a `search_document: `."""
+        (see `sample_context`), each as a `search_document: `. Fewer than
+        `warn_below_distinct` distinct texts log a warning (the service passes its
+        `min_context_documents` setting)."""
         self._check_texts(texts)
         chosen = sample_context(list(texts), self.context_size, seed)
         distinct = len(set(chosen))
@@ -346,7 +353,7 @@ class CdeEmbedder:
                 "context-independent; give varied documents (or use the generic context)",
                 field="texts",
             )
-        if distinct < min(32, self.context_size):
+        if distinct < min(warn_below_distinct, self.context_size):
             log.warning("context has only %d distinct texts; quality will suffer", distinct)
         ids, _ = self.tokenize(chosen, DOCUMENT_PREFIX)
         return self._run(ids, self.model.first_stage_model, 0, on_progress)

@@ -1,6 +1,6 @@
 """The cde-small-v2 forward: transformers' `ModernBertModel` as the backbone of both stages.
 
-Follows docs/cde-v2-model.md. The backbone is the stock class, as the official code loads it;
+Follows docs/model.md ("cde-small-v2"). The backbone is the stock class, as the official code loads it;
 what is ours is how stage 2 feeds it (prefix embeddings as `inputs_embeds`, so text tokens
 pass `embeddings.norm` twice) and the two heads ("training" / "hub", "Stage 2" 5).
 """

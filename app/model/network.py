@@ -1,7 +1,7 @@
 """The cde-small-v1 forward in pure PyTorch: a nomic-bert backbone used by two stages.
 
 Follows the training-time forward of "Contextual Document Embeddings" (arXiv:2410.02525,
-§3-4) as written up in docs/cde-model.md. Module names equal the official checkpoint's key
+§3-4) as written up in docs/model.md. Module names equal the official checkpoint's key
 names, so loading is a key-by-key copy (see checkpoint.py for the table). What both versions
 share (pooling, soft prompt, heads) is in stages.py.
 """
@@ -113,18 +113,20 @@ class Attention(nn.Module):
         self.Wqkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.out_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, h: torch.Tensor, ctx: RunContext, query_from: int = 0) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, layout: SequenceLayout, query_from: int = 0) -> torch.Tensor:
         """h (B, T, D) → attention output for positions ≥ query_from, (B, T - query_from, D)."""
         B, T, D = h.shape
         qkv = self.Wqkv(h).view(B, T, 3, self.n_head, self.head_dim)  # q | k | v
         # rotary on q and k, in place, at the rotated positions only (cos 1 / sin 0 elsewhere)
-        rotate_(qkv[:, ctx.rotate_from :, :2], ctx.cos, ctx.sin, interleaved=self.interleaved)
-        if ctx.lengths is not None:
+        rotate_(
+            qkv[:, layout.rotate_from :, :2], layout.cos, layout.sin, interleaved=self.interleaved
+        )
+        if layout.lengths is not None:
             qkv[:, query_from:, 0].mul_(self.head_dim**-0.5)  # SDPA's scale, folded into q
-            y = attention_by_sequence(qkv, ctx.lengths, query_from, HEADS_PER_STEP)
+            y = attention_by_sequence(qkv, layout.lengths, query_from, HEADS_PER_STEP)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hd)
-            y = F.scaled_dot_product_attention(q[:, :, query_from:], k, v, attn_mask=ctx.mask)
+            y = F.scaled_dot_product_attention(q[:, :, query_from:], k, v, attn_mask=layout.mask)
             y = y.transpose(1, 2)
         return self.out_proj(y.reshape(B, T - query_from, D))
 
@@ -152,15 +154,15 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
         self.norm2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
 
-    def forward(self, h: torch.Tensor, ctx: RunContext, query_from: int = 0) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, layout: SequenceLayout, query_from: int = 0) -> torch.Tensor:
         """(B, T, D) → (B, T - query_from, D): every position is a key, but only positions
         ≥ query_from are computed further (the last layer skips what pooling ignores)."""
-        h = self.norm1(self.attn(h, ctx, query_from).add_(h[:, query_from:]))
+        h = self.norm1(self.attn(h, layout, query_from).add_(h[:, query_from:]))
         return self.norm2(self.mlp(h).add_(h))
 
 
 @dataclass
-class RunContext:
+class SequenceLayout:
     """What every layer of one forward shares: rotary tables and how padding is handled."""
 
     cos: torch.Tensor  # (T - rotate_from, rotary_dim/2) fp32
@@ -170,7 +172,7 @@ class RunContext:
     mask: torch.Tensor | None  # SDPA key padding mask (B, 1, 1, T), None when nothing is padded
 
 
-class Embeddings(nn.Module):
+class TokenEmbeddings(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.n_embd)
@@ -193,7 +195,7 @@ class NomicBert(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embeddings = Embeddings(cfg)
+        self.embeddings = TokenEmbeddings(cfg)
         self.emb_ln = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
         self.encoder = Encoder(cfg)
 
@@ -226,12 +228,12 @@ class NomicBert(nn.Module):
             lengths = real.sum(1).tolist()  # attention over each row's real tokens only
         elif not bool(real.all()):
             mask = real[:, None, None, :]  # key padding mask (B, 1, 1, T); None: faster kernels
-        ctx = RunContext(cos, sin, n_unrotated, lengths, mask)
+        layout = SequenceLayout(cos, sin, n_unrotated, lengths, mask)
         h = self.emb_ln(inputs_embeds)
         *layers, last = self.encoder.layers
         for layer in layers:
-            h = layer(h, ctx)
-        return last(h, ctx, output_from)
+            h = layer(h, layout)
+        return last(h, layout, output_from)
 
 
 class FirstStage(stages.FirstStage):
@@ -248,7 +250,7 @@ class FirstStage(stages.FirstStage):
 
 class SecondStage(stages.SecondStage):
     """Stage 2 on nomic-bert: the 512 dataset-embedding positions unrotated, mean over all text
-    tokens, `output_projection` without residual (docs/cde-model.md, "Second stage")."""
+    tokens, `output_projection` without residual (docs/model.md, "Second stage")."""
 
     backbone: NomicBert
 

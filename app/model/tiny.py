@@ -2,7 +2,7 @@
 
 Weights are scaled so the model stays sensitive to its inputs: every Linear draws from
 N(0, 1/fan_in), biases are small, embeddings unit-variance (with N(0, 0.02) everywhere the
-biases dominate and every output looks alike — docs/cde-model.md, "Known pitfalls").
+biases dominate and every output looks alike — docs/model.md, "How the forward is checked").
 """
 
 from __future__ import annotations
