@@ -14,8 +14,14 @@ LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 DOC_MENTION = re.compile(r"\bdocs/[\w./-]+\.md\b")
 MARKDOWN = sorted(
     p
-    for p in [*ROOT.glob("*.md"), *ROOT.glob("docs/*.md"), *ROOT.glob("*/README.md")]
-    + list(ROOT.glob("tests/data/*/README.md"))
+    for pattern in (
+        "*.md",
+        "docs/*.md",
+        "*/README.md",
+        "*/data/README.md",
+        "tests/data/*/README.md",
+    )
+    for p in ROOT.glob(pattern)
     if ".venv" not in p.parts
 )
 CODE = sorted(
