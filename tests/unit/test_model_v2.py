@@ -386,7 +386,7 @@ def test_fingerprint_is_stable_and_tells_checkpoints_apart(
 # ---- through the command line, as a user runs it ------------------------------------------------
 @pytest.fixture()
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Embedded mode: local Qdrant under tmp_path, no Redis, no other CDEQ_* setting."""
+    """In-process mode: local storage under tmp_path, no Redis, no other CDEQ_* setting."""
     for key in [k for k in os.environ if k.startswith("CDEQ_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("CDEQ_QDRANT__PATH", str(tmp_path / "qdrant"))
