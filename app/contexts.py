@@ -8,8 +8,6 @@ cache it by version.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from app.config import IngestSettings
-from app.errors import CdeqError, ContextNotReady, InvalidInput, NotFound
+from app.errors import CdeqError, ContextNotReady, InvalidInput, ModelMismatch, NotFound
 from app.jobs import Corpus
 from app.locks import LockFactory
 from app.model import CdeEmbedder, sample_context
@@ -28,34 +25,12 @@ from app.model.generic import generic_texts
 from app.names import parse_physical
 from app.store import ContextRecord, ContextSource, QdrantStore
 
-# ---- model identity -------------------------------------------------------------------------
+log = logging.getLogger(__name__)
 
 
 def model_fingerprint(embedder: CdeEmbedder) -> str:
-    """A stable hex hash of the model's weights identity: its config and tensor shapes.
-
-    Uses `CdeEmbedder.fingerprint` when the model package provides one."""
-    own = getattr(embedder, "fingerprint", None)
-    if isinstance(own, str) and own:
-        return own
-    cached = getattr(embedder, "_cdeq_fingerprint", None)
-    if isinstance(cached, str):
-        return cached
-    digest = hashlib.sha256()
-    config = getattr(embedder, "config", None)
-    digest.update(repr(config).encode())
-    for name, tensor in sorted(embedder.model.state_dict().items()):
-        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
-        # bf16 first values: the same whichever dtype the weights were loaded in
-        flat = tensor.detach().reshape(-1)[:8].to(torch.bfloat16).float().cpu().numpy()
-        digest.update(flat.tobytes())
-    value = digest.hexdigest()[:32]
-    with contextlib.suppress(AttributeError):  # computed once per process when it can be kept
-        embedder._cdeq_fingerprint = value  # type: ignore[attr-defined]
-    return value
-
-
-log = logging.getLogger(__name__)
+    """The served model's weights fingerprint (`CdeEmbedder.fingerprint`)."""
+    return embedder.fingerprint
 
 
 @dataclass(frozen=True)
@@ -103,7 +78,27 @@ class Contexts:
 
     # ---- reading ------------------------------------------------------------------------
     def current(self, collection: str) -> Context:
-        """The collection's live context (cached by version); NotFound when it has none."""
+        """The collection's live context (cached by version); NotFound when it has none, and
+        ModelMismatch when the collection was embedded with another model than this one."""
+        context = self._live(collection)
+        self.check_model(context)
+        return context
+
+    def check_model(self, context: Context) -> None:
+        """ModelMismatch unless this process's model is the one `context` was built with."""
+        if not context.fingerprint:
+            return  # saved before fingerprints were recorded: nothing to compare
+        embedder = self._embedder()
+        mine = model_fingerprint(embedder)
+        if mine != context.fingerprint:
+            raise ModelMismatch(
+                f"collection {context.collection!r} (context v{context.version}) was embedded "
+                f"with model {context.model_id!r} (fingerprint {context.fingerprint[:12]}), but "
+                f"this process serves {embedder.model_id!r} (fingerprint {mine[:12]}): use that "
+                "model, or move the collection to this one with `cdeq context rebuild`"
+            )
+
+    def _live(self, collection: str) -> Context:
         physical = self.store.resolve(collection)
         if physical is None:
             raise NotFound(

@@ -8,6 +8,7 @@ memory) and run every batch through `process_batch` with the same failure policy
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.documents import Document, validate_documents
-from app.errors import CdeqError, ContextNotReady, StoreUnavailable
+from app.errors import CdeqError, ContextNotReady, NotFound, StoreUnavailable
 from app.jobs import BatchOutcome, Corpus, JobStatus, context_sample, split
 from app.lifecycle import after_ingest_job, mirror_documents
 from app.model import Progress
@@ -91,6 +92,7 @@ def submit(
         return enqueue(collection, documents, service=service)
     docs = _validate(service, collection, documents)
     service.embedder  # noqa: B018 (a model that cannot load fails the call, not each batch)
+    check_model(service, collection)
     job_id, batches = _record(service, collection, docs)
     _run_here(service, batches, len(docs), on_progress)
     return job_id
@@ -99,6 +101,8 @@ def submit(
 def enqueue(collection: str, documents: Sequence[Any], *, service: Cdeq) -> str:
     """Validate, record and queue a job for the workers (needs Redis); returns the job id."""
     docs = _validate(service, collection, documents)
+    if service.has("embedder"):  # a producer with the model (the API) refuses a mismatch now
+        check_model(service, collection)
     dispatcher = service.dispatcher  # fails clearly before anything is recorded without Redis
     job_id, batches = _record(service, collection, docs)
     try:
@@ -120,9 +124,17 @@ def ingest_documents(
     """The whole job in this process (no queue, even when Redis is configured); its outcome."""
     docs = _validate(service, collection, documents)
     service.embedder  # noqa: B018 (a model that cannot load fails the call, not each batch)
+    check_model(service, collection)
     job_id, batches = _record(service, collection, docs)
     _run_here(service, batches, len(docs), on_progress)
     return service.jobs.status(job_id)
+
+
+def check_model(service: Cdeq, collection: str) -> None:
+    """ModelMismatch when `collection` exists and was embedded with another model (workers
+    would fail every batch of the job with that reason); nothing for a new collection."""
+    with contextlib.suppress(NotFound):
+        service.contexts.current(collection)
 
 
 def job_status(job_id: str, *, service: Cdeq) -> JobStatus:

@@ -43,7 +43,6 @@ from app.errors import (
     Conflict,
     ContextNotReady,
     InvalidInput,
-    ModelMismatch,
     NotFound,
     StoreUnavailable,
 )
@@ -600,7 +599,7 @@ def rollback(collection: str, *, service: Cdeq) -> int:
                 "(none was kept, or it was pruned)"
             )
         previous = service.contexts.at_version(collection, max(older))
-        check_model(service, previous)
+        service.contexts.check_model(previous)
         for _ in range(_CATCH_UP_PASSES):
             if catch_up(service, collection, live, previous) == 0:
                 break
@@ -625,20 +624,6 @@ def drop_collection(collection: str, *, service: Cdeq) -> None:
     check_collection_name(collection)
     service.store.drop_collection(collection)
     service.contexts.forget(collection)
-
-
-def check_model(service: Cdeq, context: Context) -> None:
-    """ModelMismatch unless this process's model is the one `context` was built with."""
-    if not context.fingerprint:
-        return  # saved before fingerprints were recorded: nothing to compare
-    mine = service.contexts.fingerprint()
-    if mine != context.fingerprint:
-        raise ModelMismatch(
-            f"collection {context.collection!r} (context v{context.version}) was embedded with "
-            f"model {context.model_id!r} (fingerprint {context.fingerprint[:12]}), but this "
-            f"process serves {service.embedder.model_id!r} (fingerprint {mine[:12]}); use that "
-            "model, or rebuild the collection with this one (`cdeq context rebuild`)"
-        )
 
 
 # ---- helpers ------------------------------------------------------------------------------------------

@@ -257,3 +257,68 @@ def test_http_lifecycle_routes(svc: Cdeq) -> None:
         assert client.delete("/v1/collections/h", headers=rw).json()["dropped"] is True
         assert_error(client.delete("/v1/collections/h", headers=rw), 404)
         assert_error(client.get("/v1/collections/h/context", headers=ro), 404)
+
+
+# ---- model identity ----------------------------------------------------------------------------
+def test_another_model_is_refused_until_the_collection_is_rebuilt_with_it(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path
+) -> None:
+    from app.embeddings import InputType, embed_texts
+    from app.errors import ModelMismatch
+    from app.model.tiny import make_checkpoint
+
+    other_dir = make_checkpoint(tmp_path / "other", size="tiny", seed=2)
+    other = CdeEmbedder.from_pretrained(other_dir, device="cpu", dtype="float32")
+    assert other.fingerprint != embedder.fingerprint  # same shapes, other weights
+    docs = corpus(12)
+    first = _service(tiny_model_dir, tmp_path / "q", embedder, auto_rebuild=False)
+    ingest_documents("m", docs, service=first)
+    first.close()
+    svc = _service(other_dir, tmp_path / "q", other, auto_rebuild=False)
+    try:
+        with pytest.raises(ModelMismatch, match="was embedded with model") as err:
+            search("m", "river", service=svc)
+        assert embedder.fingerprint[:12] in str(err.value)
+        with pytest.raises(ModelMismatch):
+            ingest_documents("m", corpus(14)[12:], service=svc)
+        assert svc.store.count("m") == 12  # nothing recorded, nothing written
+        with pytest.raises(ModelMismatch):
+            embed_texts(["river"], [InputType.QUERY], collection="m", service=svc)
+        app = create_app(svc.settings, svc)
+        with TestClient(app) as client:
+            body = {"input": "river", "collection": "m"}
+            error = assert_error(client.post("/v1/embeddings", json=body), 409)
+            assert error["code"] == "model_mismatch"
+        # a rebuild with the new model moves the collection to it
+        rebuild_context("m", service=svc)
+        hits = search("m", docs[0]["text"], service=svc)
+        assert {h.payload["context_version"] for h in hits} == {2} and len(hits) == 10
+        assert svc.store.load_context("m", 2).fingerprint == other.fingerprint  # type: ignore[union-attr]
+        with pytest.raises(ModelMismatch):
+            rollback("m", service=svc)  # version 1 belongs to the other model
+    finally:
+        svc.close()
+
+
+def test_cli_exit_code_for_another_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from app.model.tiny import make_checkpoint
+
+    other_dir = make_checkpoint(tmp_path / "other", size="tiny", seed=2)
+    env = {"CDEQ_QDRANT__PATH": str(tmp_path / "q"), "CDEQ_MODEL__DEVICE": "cpu"}
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps(d) for d in corpus(12)), encoding="utf-8")
+    ingested = cdeq(
+        "ingest",
+        str(docs),
+        "--collection",
+        "m",
+        "--model",
+        str(tiny_model_dir),
+        cwd=tmp_path,
+        env=env,
+    )
+    assert ingested.returncode == 0, ingested.stderr
+    refused = cdeq("search", "m", "river", "--model", str(other_dir), cwd=tmp_path, env=env)
+    assert refused.returncode == 6 and "was embedded with model" in refused.stderr
