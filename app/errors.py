@@ -54,6 +54,11 @@ class StoreUnavailable(CdeqError):
         self.retry_after_s = retry_after_s
 
 
+class ResourceBusy(CdeqError):
+    """A local resource cdeq needs is held by another process: a local Qdrant folder, or the
+    port `cdeq serve` should listen on. Not retried: another process owns it."""
+
+
 class Overloaded(CdeqError):
     """Too much work in flight; the caller should come back after ``retry_after_s``."""
 

@@ -57,6 +57,7 @@ def _validate(svc: Cdeq, collection: str, documents: object) -> list[Document]:
         documents,
         max_documents=settings.max_documents_per_job,
         max_text_chars=settings.max_text_chars,
+        max_metadata_bytes=settings.max_metadata_bytes,
     )
 
 

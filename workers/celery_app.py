@@ -95,3 +95,15 @@ def _load_model_after_fork(**_: Any) -> None:
         log.info("model %s loaded on %s", embedder.model_id, embedder.device)
     except CdeqError as exc:  # reported again, with its reason, on the first task
         log.error("could not load the model: %s", exc)
+
+
+def __getattr__(name: str) -> Any:
+    """`celery -A workers.celery_app worker|inspect|events|report` (and Flower) find the app as
+    `celery`: built from the settings (environment, `.env`) on first access, never at import."""
+    if name == "celery":
+        from app.config import load_settings
+
+        app = create_app(load_settings())
+        globals()["celery"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ from qdrant_client.common.client_exceptions import QdrantException, ResourceExha
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from app.config import QdrantSettings
-from app.errors import CdeqError, InvalidInput, NotFound, StoreUnavailable
+from app.errors import CdeqError, InvalidInput, NotFound, ResourceBusy, StoreUnavailable
 
 DEFAULT_RETRY_AFTER_S = 1.0
 # Statuses that mean "the server (or a proxy before it) is busy or restarting", not "you are wrong".
@@ -65,7 +65,7 @@ def open_client(settings: QdrantSettings) -> QdrantClient:
     try:
         return QdrantClient(path=settings.path)
     except RuntimeError as exc:  # local mode refuses a folder another process holds
-        raise CdeqError(
+        raise ResourceBusy(
             f"Qdrant local folder {settings.path!r} cannot be opened: {str(exc).rstrip('.')}. Local mode serves one "
             "process; run a Qdrant server and set CDEQ_QDRANT__URL to share data."
         ) from exc
