@@ -167,7 +167,7 @@ def unknown_variables(environ: Iterable[str], dotenv: Iterable[str] = ()) -> lis
     .env.example), not cdeq settings, so they are left alone."""
     valid = variable_names()
     known = set(valid) | OTHER_VARIABLES
-    found = [(name, "environment") for name in environ]
+    found = [(name, "the environment") for name in environ]
     found += [(name, ENV_FILE) for name in dotenv if "__" in name]
     warnings = []
     for name, source in found:
@@ -178,7 +178,7 @@ def unknown_variables(environ: Iterable[str], dotenv: Iterable[str] = ()) -> lis
             continue
         close = difflib.get_close_matches(upper, valid, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else "`cdeq config` lists the settings"
-        warnings.append(f"{name} (in the {source}) is not a cdeq setting and is ignored: {hint}")
+        warnings.append(f"{name} (in {source}) is not a cdeq setting and is ignored: {hint}")
     return warnings
 
 
