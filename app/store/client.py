@@ -6,9 +6,12 @@ Every client call in the store runs inside ``translated_errors`` so callers only
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import email.utils
 import math
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +47,22 @@ _BAD_REQUEST_GRPC_CODES = frozenset(
 )
 
 
+def _close_at_exit(client: QdrantClient) -> QdrantClient:
+    """Close ``client`` at interpreter exit if nobody did: its ``__del__`` would otherwise run
+    during teardown and print "ImportError: sys.meta_path is None" (local mode closes its
+    folder there). A weak reference: this keeps no client alive."""
+    ref = weakref.ref(client)
+
+    def close() -> None:
+        alive = ref()
+        if alive is not None:
+            with contextlib.suppress(Exception):  # exiting anyway: nothing left to report to
+                alive.close()
+
+    atexit.register(close)
+    return client
+
+
 def open_client(settings: QdrantSettings) -> QdrantClient:
     """A client for ``settings.url`` (with api key and timeout) or, when unset, local mode on ``path``.
 
@@ -53,17 +72,19 @@ def open_client(settings: QdrantSettings) -> QdrantClient:
         api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
         # check_compatibility=False: the version probe is a blocking request at construction
         # time; opening must stay cheap and never fail, the first real call reports trouble.
-        return QdrantClient(
-            url=settings.url,
-            api_key=api_key,
-            timeout=math.ceil(settings.timeout_s),  # the client takes whole seconds
-            check_compatibility=False,
+        return _close_at_exit(
+            QdrantClient(
+                url=settings.url,
+                api_key=api_key,
+                timeout=math.ceil(settings.timeout_s),  # the client takes whole seconds
+                check_compatibility=False,
+            )
         )
     if settings.path == ":memory:":
-        return QdrantClient(location=":memory:")
+        return _close_at_exit(QdrantClient(location=":memory:"))
     Path(settings.path).mkdir(parents=True, exist_ok=True)
     try:
-        return QdrantClient(path=settings.path)
+        return _close_at_exit(QdrantClient(path=settings.path))
     except RuntimeError as exc:  # local mode refuses a folder another process holds
         raise ResourceBusy(
             f"Qdrant local folder {settings.path!r} cannot be opened: {str(exc).rstrip('.')}. Local mode serves one "

@@ -278,3 +278,30 @@ def test_held_local_folder_and_busy_port_exit_5(tmp_path: Path, tiny_model_dir: 
     assert served.returncode == 5, served.stderr
     assert f"cannot listen on 127.0.0.1:{port}: the port is already in use" in served.stderr
     assert "Traceback" not in served.stderr
+
+
+def test_python_api_exits_quietly_without_close(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A script that never closes its service must not print QdrantClient.__del__ noise."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from app.service import Cdeq\n"
+        "from app.ingest import submit\n"
+        f"svc = Cdeq.from_env(model={{'name': {str(tiny_model_dir)!r}, 'device': 'cpu'}})\n"
+        "print(submit('c', [{'id': 'a', 'text': 'hello world'}], service=svc))\n"
+    )
+    import subprocess
+    import sys
+
+    from tests.helpers.builders import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDEQ_")}
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr
