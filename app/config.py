@@ -69,16 +69,46 @@ class IngestSettings(BaseModel):
     max_retries: int = Field(20, ge=0)
     retry_backoff_max_s: int = Field(60, ge=1)
     context_lock_timeout_s: int = Field(
-        1800, ge=1, description="a context build holds its lock this long at most"
+        60,
+        ge=1,
+        description="TTL of a context build's lock, renewed while the build runs: a dead "
+        "builder's lock expires within this",
     )
     job_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="how long job records are kept in Redis"
+    )
+    # ---- recovery: leases, reconciler, crash caps (queued mode) ----
+    max_deliveries: int = Field(
+        3, ge=1, description="a batch whose worker crashed this many times fails"
+    )
+    lease_ttl_s: float = Field(
+        60.0, gt=0, le=3600, description="a batch without a heartbeat for this long is re-queued"
+    )
+    heartbeat_s: float = Field(
+        10.0, gt=0, description="how often a worker renews the leases of its running batches"
+    )
+    reconcile_interval_s: float = Field(
+        30.0, gt=0, description="how often a worker looks for expired leases and stalled jobs"
+    )
+    job_deadline_s: float = Field(
+        900.0,
+        gt=0,
+        description="a job with no worker activity (nothing leased, nothing queued) for this "
+        "long has its remaining batches failed",
+    )
+    worker_max_memory_per_child: int | None = Field(
+        None, ge=1, description="KiB of resident memory after which a pool process is replaced"
     )
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> IngestSettings:
         if self.task_time_limit_s <= self.task_soft_time_limit_s:
             raise ValueError("task_time_limit_s must exceed task_soft_time_limit_s")
+        if self.heartbeat_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"heartbeat_s ({self.heartbeat_s}) must be shorter than lease_ttl_s "
+                f"({self.lease_ttl_s}), or live batches would look dead"
+            )
         return self
 
 
