@@ -280,7 +280,51 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise InvalidInput(
             "--concurrency > 1 needs a Qdrant server (CDEQ_QDRANT__URL): local mode is single-process"
         )
+    _check_worker_pool(args.pool)
+    _check_local_folder_free(settings)
     app.worker_main(argv)
+    return 0
+
+
+def _check_worker_pool(pool: str) -> None:
+    """Only the prefork pool enforces the hard time limit (its parent kills a stuck task)."""
+    if pool != "prefork":
+        raise InvalidInput(
+            f"--pool {pool}: this pool enforces no task time limits, so a stuck batch would hold "
+            "its worker forever; use --pool prefork (with --concurrency 1 for one process)",
+            field="pool",
+        )
+
+
+def _check_local_folder_free(settings: Any) -> None:
+    """Refuse to start a worker whose local Qdrant folder another process owns: every batch
+    would fail to open it."""
+    if settings.qdrant.url:
+        return
+    from app.store import open_client
+
+    open_client(settings.qdrant).close()  # StoreUnavailable (exit 5) names the folder
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from app.reconcile import reconcile
+
+    svc = _service(args)
+    try:
+        if not svc.queued:
+            raise StoreUnavailable(
+                "reconcile works on queued jobs: set CDEQ_REDIS__URL", retry_after_s=0
+            )
+        report = reconcile(service=svc, force=True)
+    finally:
+        svc.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(
+            f"{report.expired_leases} expired leases, {len(report.requeued)} batches re-queued, "
+            f"{len(report.failed_jobs)} jobs failed past their deadline"
+        )
     return 0
 
 
@@ -396,6 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loglevel", default="INFO")
     model_opt(p)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "reconcile",
+        help="re-queue batches of dead workers and jobs never fully queued (workers do this "
+        "every CDEQ_INGEST__RECONCILE_INTERVAL_S)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("worker-health", help="exit 0 when this host's worker answers a ping")
     p.add_argument("--hostname", help="worker host name (default: this host)")

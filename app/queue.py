@@ -49,6 +49,9 @@ def make_celery(settings: Settings) -> Celery:
         # within minutes (app.reconcile).
         broker_transport_options={"visibility_timeout": visibility_timeout_s(settings)},
         worker_max_memory_per_child=settings.ingest.worker_max_memory_per_child,
+        # A pool process loads the model before it reports ready; Celery's 4 s default kills
+        # a replacement process (after a crash or a memory limit) before it can, forever.
+        worker_proc_alive_timeout=120.0,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,

@@ -195,12 +195,13 @@ def _load_model_after_fork(**_: Any) -> None:
     and start its heartbeat + reconciler thread."""
     if _runtime.settings is None:
         return
-    _keeper.start()
     try:
         embedder = worker_service().embedder
         log.info("model %s loaded on %s", embedder.model_id, embedder.device)
     except CdeqError as exc:  # reported again, with its reason, on the first task
         log.error("could not load the model: %s", exc)
+    # After the model: the keeper's first pass must not race the pool process's start-up.
+    _keeper.start()
 
 
 @worker_ready.connect
