@@ -31,7 +31,7 @@ def _renew_while_held(handle: Lock, ttl_s: float, stop: threading.Event, name: s
     while not stop.wait(ttl_s / 3):
         try:
             handle.reacquire()
-        except (redis.RedisError, redis.exceptions.LockError) as exc:
+        except redis.RedisError as exc:  # LockError included
             # Redis down or the lock lost: the build goes on; its write is idempotent anyway.
             log.warning("could not renew the context lock of %r: %s", name, exc)
 
@@ -45,7 +45,10 @@ def redis_lock_factory(client: redis.Redis, *, timeout_s: float, wait_s: float) 
     @contextmanager
     def lock(collection: str) -> Iterator[None]:
         handle = client.lock(
-            LOCK_KEY.format(collection), timeout=timeout_s, blocking_timeout=wait_s
+            LOCK_KEY.format(collection),
+            timeout=timeout_s,
+            blocking_timeout=wait_s,
+            thread_local=False,  # the renewing thread must see the holder's token
         )
         try:
             acquired = handle.acquire()
