@@ -383,11 +383,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # one context for every stage-2 run (the first dtype's), so dtypes differ in stage 2 only
         runs.append(
             bench_dtype(
-                name, model_dir, device, docs, context_docs,
-                context=runs[0].context if runs else None, token_budget=args.token_budget,
-                repeat=repeat, naive=not args.no_naive,
+                name,
+                model_dir,
+                device,
+                docs,
+                context_docs,
+                context=runs[0].context if runs else None,
+                token_budget=args.token_budget,
+                repeat=repeat,
+                naive=not args.no_naive,
             )
-        )  # fmt: skip
+        )
         gc.collect()
 
     # ---- report ----------------------------------------------------------------------------
