@@ -153,6 +153,7 @@ def ingest_batch(self: Task, job_id: str, index: Any, *legacy: Any) -> dict[str,
 def _run(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[str, Any]:
     # An exception that escapes (Redis gone while recording) leaves the lease to expire: the
     # reconciler then re-queues the batch, and its delivery count caps the attempts.
+    splits = svc.embedder.oom_splits if svc.has("embedder") else 0
     try:
         outcome = process_batch(svc, batch)
     except SoftTimeLimitExceeded:
@@ -178,6 +179,8 @@ def _run(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[str, An
         )
     if token is not None:
         end_delivery(svc, batch, token)
+        if svc.has("embedder") and svc.embedder.oom_splits > splits:
+            leased_jobs(svc).count(oom_splits=svc.embedder.oom_splits - splits)
     return result
 
 
