@@ -75,8 +75,10 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     corpus = None
     if args.vocab_corpus:
         corpus = read_text_lines(args.vocab_corpus, "--vocab-corpus")
-    out = make_checkpoint(args.dir, size=args.size, seed=args.seed, corpus=corpus)
-    print(f"wrote a random {args.size} cde-small-v1 checkpoint to {out}")
+    out = make_checkpoint(
+        args.dir, size=args.size, seed=args.seed, corpus=corpus, family=args.family
+    )
+    print(f"wrote a random {args.size} cde-small-{args.family} checkpoint to {out}")
     return 0
 
 
@@ -420,7 +422,51 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise InvalidInput(
             "--concurrency > 1 needs a Qdrant server (CDEQ_QDRANT__URL): local mode is single-process"
         )
+    _check_worker_pool(args.pool)
+    _check_local_folder_free(settings)
     app.worker_main(argv)
+    return 0
+
+
+def _check_worker_pool(pool: str) -> None:
+    """Only the prefork pool enforces the hard time limit (its parent kills a stuck task)."""
+    if pool != "prefork":
+        raise InvalidInput(
+            f"--pool {pool}: this pool enforces no task time limits, so a stuck batch would hold "
+            "its worker forever; use --pool prefork (with --concurrency 1 for one process)",
+            field="pool",
+        )
+
+
+def _check_local_folder_free(settings: Any) -> None:
+    """Refuse to start a worker whose local Qdrant folder another process owns: every batch
+    would fail to open it."""
+    if settings.qdrant.url:
+        return
+    from app.store import open_client
+
+    open_client(settings.qdrant).close()  # StoreUnavailable (exit 5) names the folder
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from app.reconcile import reconcile
+
+    svc = _service(args)
+    try:
+        if not svc.queued:
+            raise StoreUnavailable(
+                "reconcile works on queued jobs: set CDEQ_REDIS__URL", retry_after_s=0
+            )
+        report = reconcile(service=svc, force=True)
+    finally:
+        svc.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(
+            f"{report.expired_leases} expired leases, {len(report.requeued)} batches re-queued, "
+            f"{len(report.failed_jobs)} jobs failed past their deadline"
+        )
     return 0
 
 
@@ -491,7 +537,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--size",
         choices=["tiny", "full"],
         default="tiny",
-        help="tiny: hidden 64, 2 layers, context 16; full: the real 281M architecture",
+        help="tiny: hidden 64, 2 layers (v2: 4), context 16; full: the real architecture "
+        "(v1 281M, v2 306M parameters)",
+    )
+    p.add_argument(
+        "--family",
+        choices=["v1", "v2"],
+        default="v1",
+        help="v1: cde-small-v1 (nomic-bert); v2: cde-small-v2 (ModernBERT)",
     )
     p.add_argument(
         "--vocab-corpus",
@@ -551,6 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loglevel", default="INFO")
     model_opt(p)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "reconcile",
+        help="re-queue batches of dead workers and jobs never fully queued (workers do this "
+        "every CDEQ_INGEST__RECONCILE_INTERVAL_S)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("worker-health", help="exit 0 when this host's worker answers a ping")
     p.add_argument("--hostname", help="worker host name (default: this host)")

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "CDEQ_"
 ENV_FILE = ".env"
 # CDEQ_* variables that are not settings but are read by entry points or tests.
-OTHER_VARIABLES = frozenset({"CDEQ_LOG_LEVEL"})
+OTHER_VARIABLES = frozenset({"CDEQ_LOG_LEVEL", "CDEQ_V2_WEIGHTS", "CDEQ_V2_NQ"})
 _IGNORED_PREFIXES = ("CDEQ_TEST_",)
 
 
@@ -46,6 +46,11 @@ class ModelSettings(BaseModel):
         None,
         ge=1032,
         description="tokens per forward batch incl. the 520-token prefix; default by device",
+    )
+    v2_head: Literal["training", "hub"] = Field(
+        "training",
+        description="cde-small-v2 stage-2 head: 'training' (GitHub training code) or 'hub' "
+        "(hub remote code), see the README; ignored for v1",
     )
 
 
@@ -93,10 +98,35 @@ class IngestSettings(BaseModel):
     max_retries: int = Field(20, ge=0)
     retry_backoff_max_s: int = Field(60, ge=1)
     context_lock_timeout_s: int = Field(
-        1800, ge=1, description="a context build holds its lock this long at most"
+        60,
+        ge=1,
+        description="TTL of a context build's lock, renewed while the build runs: a dead "
+        "builder's lock expires within this",
     )
     job_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="how long job records are kept in Redis"
+    )
+    # ---- recovery: leases, reconciler, crash caps (queued mode) ----
+    max_deliveries: int = Field(
+        3, ge=1, description="a batch whose worker crashed this many times fails"
+    )
+    lease_ttl_s: float = Field(
+        60.0, gt=0, le=3600, description="a batch without a heartbeat for this long is re-queued"
+    )
+    heartbeat_s: float = Field(
+        10.0, gt=0, description="how often a worker renews the leases of its running batches"
+    )
+    reconcile_interval_s: float = Field(
+        30.0, gt=0, description="how often a worker looks for expired leases and stalled jobs"
+    )
+    job_deadline_s: float = Field(
+        900.0,
+        gt=0,
+        description="a job with no worker activity (nothing leased, nothing queued) for this "
+        "long has its remaining batches failed",
+    )
+    worker_max_memory_per_child: int | None = Field(
+        None, ge=1, description="KiB of resident memory after which a pool process is replaced"
     )
 
     @model_validator(mode="after")
@@ -105,6 +135,11 @@ class IngestSettings(BaseModel):
             raise ValueError(
                 f"TASK_TIME_LIMIT_S ({self.task_time_limit_s}) must exceed "
                 f"TASK_SOFT_TIME_LIMIT_S ({self.task_soft_time_limit_s})"
+            )
+        if self.heartbeat_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"heartbeat_s ({self.heartbeat_s}) must be shorter than lease_ttl_s "
+                f"({self.lease_ttl_s}), or live batches would look dead"
             )
         return self
 

@@ -69,3 +69,12 @@ class Overloaded(CdeqError):
 
 class InputTooLong(InvalidInput):
     """A text is longer than the model's limit and the caller asked not to truncate it."""
+
+
+class DeviceOutOfMemory(CdeqError):
+    """A single text does not fit in the accelerator's memory even alone (batches are split
+    first); the device may have room again after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

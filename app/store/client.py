@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import email.utils
 import math
+import sqlite3
 import time
 import weakref
 from collections.abc import Iterator
@@ -24,9 +25,12 @@ from qdrant_client.common.client_exceptions import QdrantException, ResourceExha
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from app.config import QdrantSettings
-from app.errors import CdeqError, InvalidInput, NotFound, ResourceBusy, StoreUnavailable
+from app.errors import CdeqError, InvalidInput, NotFound, StoreUnavailable
 
 DEFAULT_RETRY_AFTER_S = 1.0
+# A local folder that is read-only, locked or full usually recovers in seconds (remount, disk
+# freed, the other process gone), not milliseconds.
+LOCAL_RETRY_AFTER_S = 5.0
 # Statuses that mean "the server (or a proxy before it) is busy or restarting", not "you are wrong".
 _TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
 _TRANSIENT_GRPC_CODES = frozenset(
@@ -86,9 +90,10 @@ def open_client(settings: QdrantSettings) -> QdrantClient:
     try:
         return _close_at_exit(QdrantClient(path=settings.path))
     except RuntimeError as exc:  # local mode refuses a folder another process holds
-        raise ResourceBusy(
+        raise StoreUnavailable(
             f"Qdrant local folder {settings.path!r} cannot be opened: {str(exc).rstrip('.')}. Local mode serves one "
-            "process; run a Qdrant server and set CDEQ_QDRANT__URL to share data."
+            "process; run a Qdrant server and set CDEQ_QDRANT__URL to share data.",
+            retry_after_s=LOCAL_RETRY_AFTER_S,
         ) from exc
 
 
@@ -184,6 +189,14 @@ def translated_errors(action: str, *, collection: str | None = None) -> Iterator
         raise StoreUnavailable(f"Qdrant did not answer while {action}: {exc}") from exc
     except QdrantException as exc:
         raise CdeqError(f"Qdrant client failed while {action}: {exc}") from exc
+    except sqlite3.Error as exc:
+        # Local mode persists points in SQLite: a read-only, locked or full folder is a fault of
+        # the storage, not of the request, and an upsert is safe to repeat once it is fixed.
+        raise StoreUnavailable(
+            f"the local Qdrant folder could not be written while {action}: "
+            f"{type(exc).__name__}: {exc} (read-only, locked or full?)",
+            retry_after_s=LOCAL_RETRY_AFTER_S,
+        ) from exc
     except ValueError as exc:
         # Local mode reports a missing collection and every bad request as a plain ValueError.
         text = str(exc)

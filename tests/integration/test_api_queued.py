@@ -14,13 +14,20 @@ from fastapi.testclient import TestClient
 
 from app.api import create_app
 from app.config import ApiSettings, QdrantSettings, RedisSettings, Settings
-from app.ingest import Batch, batch_failed, job_status, process_batch, submit
+from app.ingest import (
+    batch_failed,
+    end_delivery,
+    job_status,
+    process_batch,
+    start_delivery,
+    submit,
+)
 from app.model import CdeEmbedder
 from app.queue import INGEST_QUEUE
 from app.service import Cdeq
 from tests.helpers.builders import assert_error, corpus, documents, make_settings
 from tests.helpers.faults import PoisonEmbedder
-from tests.integration.conftest import redis_url
+from tests.integration.conftest import flushed, redis_url
 
 REDIS_URL = redis_url(15)
 
@@ -31,24 +38,20 @@ class RunHere:
     def __init__(self) -> None:
         self.service: Cdeq | None = None
 
-    def send_batch(
-        self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]
-    ) -> None:
+    def send_batch(self, job_id: str, index: int) -> None:
         assert self.service is not None
-        batch = Batch(job_id, collection, index, documents)
+        batch = start_delivery(self.service, job_id, index, "here")
+        assert batch is not None
         try:
             process_batch(self.service, batch)
         except Exception as exc:
             assert batch_failed(self.service, batch, exc, retries=10**6) is None
+        end_delivery(self.service, batch, "here")
 
 
 @pytest.fixture()
 def clean_redis() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    yield from flushed(15)
 
 
 @pytest.fixture()
