@@ -84,9 +84,10 @@ class InFlight:
     slot, then gets Overloaded (429 with Retry-After). The slot is held until the worker thread
     finishes, even when the client has gone away, so the bound is real."""
 
-    def __init__(self, limit: int, wait_s: float) -> None:
+    def __init__(self, limit: int, wait_s: float, what: str = "embedding request(s)") -> None:
         self.limit = limit
         self.wait_s = wait_s
+        self.what = what
         self.active = 0
         self._semaphore: anyio.Semaphore | None = None
 
@@ -111,7 +112,7 @@ class InFlight:
                     acquired = True
         if not acquired:
             raise Overloaded(
-                f"{self.limit} embedding request(s) already running, the most this server takes "
+                f"{self.limit} {self.what} already running, the most this server takes "
                 "at once; retry after the Retry-After delay",
                 retry_after_s=1.0,
             )

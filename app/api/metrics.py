@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import CdeqError
+from app.jobs.redis_store import METRICS
 from app.queue import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,46 @@ class _ContextRebuilds(Collector):
         )
 
 
+# Counters the workers keep in Redis (app.jobs: `RedisJobStore.count`), served as totals.
+RECOVERY_COUNTERS = {
+    "reconciled_batches": "Batches the reconciler queued again (dead worker, lost or unsent message)",
+    "expired_leases": "Batch leases that expired because their worker stopped heartbeating",
+    "redeliveries": "Batch runs that started after a worker died on the same batch",
+    "oom_splits": "Forward batches split in half after a CUDA out-of-memory error",
+}
+
+
+class _RecoveryCounters(Collector):
+    """Workers' recovery counters, read from the Redis hash `cdeq:metrics` at scrape time."""
+
+    def __init__(self, client: Callable[[], redis.Redis | None]) -> None:
+        self._client = client
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield from self._families({}).values()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        client = self._client()
+        if client is None:
+            return  # in-process mode: no workers
+        try:
+            raw = client.hgetall(METRICS)
+        except redis.RedisError as exc:
+            log.warning("recovery counters unavailable: %s", exc)
+            return
+        values = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
+        yield from self._families(values).values()
+
+    @staticmethod
+    def _families(values: dict[str, int]) -> dict[str, CounterMetricFamily]:
+        families = {}
+        for name, help_text in RECOVERY_COUNTERS.items():
+            family = CounterMetricFamily(f"cdeq_{name}", help_text)
+            family.add_metric([], values.get(name, 0))
+            families[name] = family
+        return families
+
+
 class Metrics:
     def __init__(
         self,
@@ -115,6 +156,7 @@ class Metrics:
         )
         gauge.set_function(lambda: float(in_flight()))
         self.registry.register(_QueueDepth(redis_client))
+        self.registry.register(_RecoveryCounters(redis_client))
         if rebuilds is not None:
             self.registry.register(_ContextRebuilds(rebuilds))
 

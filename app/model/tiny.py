@@ -12,6 +12,7 @@ import math
 import string
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ SIZES: dict[str, tuple[BackboneConfig, int]] = {
     "full": (BackboneConfig.from_dict(NOMIC_BERT_2048), 512),
 }
 # v2: ModernBERT sizes (the special token ids are filled in from the tokenizer).
-V2_SIZES: dict[str, tuple[dict[str, object], int]] = {
+V2_SIZES: dict[str, tuple[dict[str, Any], int]] = {
     # hidden 64, 4 layers (0 and 3 global, 1 and 2 local with a ±8 window), context 16
     "tiny": (
         {
@@ -53,7 +54,6 @@ V2_SIZES: dict[str, tuple[dict[str, object], int]] = {
             "num_hidden_layers": 4,
             "num_attention_heads": 4,
             "local_attention": 16,
-            "max_position_embeddings": 1024,
         },
         16,
     ),
@@ -190,7 +190,7 @@ def write_bpe_tokenizer(folder: Path, vocab_size: int, corpus: Iterable[str]) ->
 def v2_config(size: str, folder: Path, texts: list[str]) -> CdeConfig:
     """Write the tokenizer of a random v2 checkpoint; its config, special ids included."""
     values, corpus_size = V2_SIZES[size]
-    vocab_size = int(str(values["vocab_size"]))
+    vocab_size = int(values["vocab_size"])
     # ModernBERT-base: 50,280 BPE entries + 5 special tokens, padded to a multiple of 64
     ids = write_bpe_tokenizer(folder, min(vocab_size, 50_285), texts)
     special = {

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("app.errors", "app.config", "app.names", "app.documents", "app.model", "app.data"),
     ("app.store", "app.jobs", "app.locks", "app.queue", "app.contexts", "migrations"),
     ("app.service",),
-    ("app.ingest", "app.query", "app.embeddings", "app.lifecycle"),
+    ("app.ingest", "app.query", "app.embeddings", "app.reconcile", "app.lifecycle"),
     ("app.cli", "app.api", "workers"),
 ]
 
