@@ -21,6 +21,7 @@ from app.errors import (
     NotFound,
     StoreUnavailable,
 )
+from app.logs import configure_logging
 
 EXIT_CODES: dict[type[CdeqError], int] = {
     InvalidInput: 2,
@@ -301,6 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.api.server import serve
 
     settings = _settings(args)
+    configure_logging(os.environ.get("CDEQ_LOG_LEVEL", "WARNING"), settings.log.format)
     if args.host:
         settings.api.host = args.host
     if args.port:

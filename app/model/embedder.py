@@ -312,11 +312,17 @@ class CdeEmbedder:
                 field="dataset_embeddings",
             )
         if not bool(torch.isfinite(tensor).all()):
-            raise InvalidInput("dataset_embeddings contain NaN or infinity", field="dataset_embeddings")
+            raise InvalidInput(
+                "dataset_embeddings contain NaN or infinity", field="dataset_embeddings"
+            )
         return tensor.to(device=self.device, dtype=self.dtype)
 
     def _embed(
-        self, texts: Sequence[str], dataset_embeddings: Any, prefix: str, on_progress: Progress | None
+        self,
+        texts: Sequence[str],
+        dataset_embeddings: Any,
+        prefix: str,
+        on_progress: Progress | None,
     ) -> Embeddings:
         context = self.check_dataset_embeddings(dataset_embeddings)
         ids, truncated = self.tokenize(texts, prefix)

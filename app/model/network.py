@@ -31,7 +31,11 @@ def rotary_cos_sin(
     embeddings in stage 2 (config `disable_transductive_rotary_embedding`).
     """
     inv_freq = 1.0 / (
-        base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=positions.device) / rotary_dim)
+        base
+        ** (
+            torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=positions.device)
+            / rotary_dim
+        )
     )
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (T, rd/2)
     if unrotated is not None:
@@ -286,7 +290,11 @@ class SecondStage(nn.Module):
         text = self.backbone.embeddings(input_ids)  # (B, L, D); the prefix gets no token type
         x = torch.cat((prefix.to(text.dtype).expand(B, P, -1), text), dim=1)  # (B, P+L, D)
         mask = torch.cat((attention_mask.new_ones(B, P), attention_mask), dim=1)
-        n_unrotated = self.cfg.transductive_corpus_size if self.cfg.disable_transductive_rotary_embedding else 0
+        n_unrotated = (
+            self.cfg.transductive_corpus_size
+            if self.cfg.disable_transductive_rotary_embedding
+            else 0
+        )
         h = self.backbone.run(x, mask, n_unrotated=n_unrotated, output_from=P)  # (B, L, D)
         pooled = masked_mean(h, attention_mask).to(h.dtype)  # text tokens only
         return self.output_projection(pooled)

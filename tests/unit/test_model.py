@@ -43,7 +43,9 @@ def context(embedder: CdeEmbedder) -> np.ndarray:
 # ---- golden vectors from an independent implementation ------------------------------------
 def test_golden_vectors_reproduced_in_fp32() -> None:
     inputs = json.loads((GOLDEN / "inputs.json").read_text())
-    expected = {k: np.array(v) for k, v in json.loads((GOLDEN / "expected.json").read_text()).items()}
+    expected = {
+        k: np.array(v) for k, v in json.loads((GOLDEN / "expected.json").read_text()).items()
+    }
     model = CdeEmbedder.from_pretrained(GOLDEN / "checkpoint", device="cpu", dtype="float32")
     assert len(model.tokenizer) == 2048
     dataset = model.embed_context(inputs["context"])
@@ -63,7 +65,7 @@ def test_rotary_base_1000_matches_hand_computation() -> None:
     cos, sin = rotary_cos_sin(torch.tensor([0, 1]), rotary_dim=4, base=1000.0)
     x = torch.tensor([1.0, 2.0, 3.0, 4.0]).expand(1, 1, 2, 4)  # (B, nh, T, hd)
     out = apply_rotary(x, cos, sin, interleaved=False)[0, 0]
-    a, b = 1.0, 1000 ** -0.5
+    a, b = 1.0, 1000**-0.5
     expected_pos1 = [
         1 * math.cos(a) - 3 * math.sin(a),
         2 * math.cos(b) - 4 * math.sin(b),
@@ -109,11 +111,16 @@ def test_shape_mismatch_is_named(model_copy: Path) -> None:
     state = load_file(model_copy / "model.safetensors")
     state["second_stage_model.output_projection.2.weight"] = torch.zeros(64, 32)
     save_file(state, model_copy / "model.safetensors")
-    with pytest.raises(ModelLoadError, match=r"output_projection\.2\.weight \(checkpoint \(64, 32\), model \(64, 64\)\)"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"output_projection\.2\.weight \(checkpoint \(64, 32\), model \(64, 64\)\)",
+    ):
         CdeEmbedder.from_pretrained(model_copy, device="cpu")
 
 
-def test_pytorch_bin_loads_like_safetensors(model_copy: Path, embedder: CdeEmbedder, context: np.ndarray) -> None:
+def test_pytorch_bin_loads_like_safetensors(
+    model_copy: Path, embedder: CdeEmbedder, context: np.ndarray
+) -> None:
     state = load_file(model_copy / "model.safetensors")
     (model_copy / "model.safetensors").unlink()
     torch.save(state, model_copy / "pytorch_model.bin")
@@ -131,7 +138,9 @@ def test_missing_files_and_bad_paths(model_copy: Path, tmp_path: Path) -> None:
         CdeEmbedder.from_pretrained(tmp_path / "nope" / "deeper")
 
 
-def test_hub_id_without_network_says_how_to_use_a_local_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_hub_id_without_network_says_how_to_use_a_local_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here; offline mode fails at once
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(ModelLoadError, match="local folder") as err:
@@ -174,7 +183,9 @@ def test_deterministic(embedder: CdeEmbedder, context: np.ndarray) -> None:
     np.testing.assert_array_equal(a, embedder.embed_documents(DOCS, context).vectors)
 
 
-def test_batch_composition_never_changes_a_result(tiny_model_dir: Path, context: np.ndarray) -> None:
+def test_batch_composition_never_changes_a_result(
+    tiny_model_dir: Path, context: np.ndarray
+) -> None:
     # Smallest legal budget: one text per batch, so every text is embedded alone…
     alone = CdeEmbedder.from_pretrained(tiny_model_dir, device="cpu", token_budget=16 + 8 + 512)
     assert len(alone.plan_batches([500] * 3, extra=24)) == 3
@@ -225,7 +236,9 @@ def test_prefixes_applied_exactly_once(embedder: CdeEmbedder, context: np.ndarra
     assert cosines(plain, manual)[0] >= 0.99999
     # queries use their own prefix
     q_ids, _ = embedder.tokenize(["hello there"], QUERY_PREFIX)
-    assert embedder.tokenizer.decode(q_ids[0]).replace(" ", "") == "[CLS]search_query:hellothere[SEP]"
+    assert (
+        embedder.tokenizer.decode(q_ids[0]).replace(" ", "") == "[CLS]search_query:hellothere[SEP]"
+    )
     assert cosines(plain, embedder.embed_queries(["hello there"], context).vectors)[0] < 0.99999
 
 
@@ -299,7 +312,9 @@ def test_token_budget_below_one_sequence_refused(tiny_model_dir: Path) -> None:
         CdeEmbedder.from_pretrained(tiny_model_dir, device="cpu", token_budget=100)
 
 
-def test_bfloat16_on_cpu_stays_close_to_fp32(tiny_model_dir: Path, embedder: CdeEmbedder, context: np.ndarray) -> None:
+def test_bfloat16_on_cpu_stays_close_to_fp32(
+    tiny_model_dir: Path, embedder: CdeEmbedder, context: np.ndarray
+) -> None:
     half = CdeEmbedder.from_pretrained(tiny_model_dir, device="cpu", dtype="bfloat16")
     a = embedder.embed_documents(DOCS[:3], context).vectors
     b = half.embed_documents(DOCS[:3], half.embed_context(CONTEXT)).vectors
