@@ -142,6 +142,14 @@ class ServedEmbedder(CdeEmbedder):
         self.__keys_lock = threading.Lock()
         self.__local = threading.local()
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for what the copied state lacks: a wrapper of the real embedder (a
+        # test spy) keeps the model in its own `inner`.
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
     # ---- observation --------------------------------------------------------------------
     def add_observer(self, observer: ServeObserver) -> None:
         self.__observers.append(observer)
@@ -300,9 +308,9 @@ class ServedEmbedder(CdeEmbedder):
     def __compute(
         self, texts: list[str], costs: list[int], dataset: Any, key: tuple[str, str]
     ) -> Embeddings:
-        total = sum(costs)
-        self.__admit(total)
         if not self.batching:  # the per-request path: this thread runs its own forward
+            total = sum(costs)
+            self.__admit(total)
             try:
                 started = time.perf_counter()
                 out = self.__forward(key[1], texts, dataset)
@@ -310,18 +318,33 @@ class ServedEmbedder(CdeEmbedder):
                 return out
             finally:
                 self.__release(total)
-        parts = self.__split(texts, costs, dataset, key)
-        self.__enqueue(parts)
+        futures = self.submit(texts, costs, dataset, key)
         try:
-            outs = [part.future.result() for part in parts]
+            outs = [future.result() for future in futures]
         finally:
-            for part in parts:  # a caller that stops waiting leaves nothing to compute
-                part.future.cancel()
+            for future in futures:  # a caller that stops waiting leaves nothing to compute
+                future.cancel()
         return Embeddings(
             np.concatenate([o.vectors for o in outs]),
             [n for o in outs for n in o.token_counts],
             [t for o in outs for t in o.truncated],
         )
+
+    def submit(
+        self, texts: list[str], costs: list[int], dataset: Any, key: tuple[str, str]
+    ) -> list[Future[Embeddings]]:
+        """Admit and queue checked texts (`costs`: tokens each, prefix included) for packed
+        forwards; one future per part, in order. Cancelling a future that has not started
+        drops its part and frees its tokens. Raises Overloaded when the queue is full."""
+        self.__admit(sum(costs))
+        parts = self.__split(texts, costs, dataset, key)
+        self.__enqueue(parts)
+        return [part.future for part in parts]
+
+    def costs(self, texts: Sequence[str], kind: str) -> list[int]:
+        """Tokens each text costs in a forward: its own (after truncation) plus the prefix."""
+        ids, _ = self.tokenize(texts, _PREFIX[kind])
+        return [self.config.prefix_length + len(x) for x in ids]
 
     def __split(
         self, texts: list[str], costs: list[int], dataset: Any, key: tuple[str, str]
@@ -443,8 +466,9 @@ class ServedEmbedder(CdeEmbedder):
             row += n
 
     def __forward(self, kind: str, texts: list[str], dataset: Any) -> Embeddings:
-        run = CdeEmbedder.embed_queries if kind == QUERY else CdeEmbedder.embed_documents
-        return run(self, texts, dataset)
+        # The wrapped embedder's own call: the library path, its batching and its checks.
+        run = self.inner.embed_queries if kind == QUERY else self.inner.embed_documents
+        return run(texts, dataset)
 
     def __finish(
         self, part: _Part, out: Embeddings | None = None, *, error: BaseException | None = None
