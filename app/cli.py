@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--size",
-        choices=["tiny", "full"],
+        choices=["tiny", "mid", "full"],
         default="tiny",
         help="tiny: hidden 64, 2 layers, context 16; full: the real 281M architecture",
     )

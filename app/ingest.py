@@ -60,7 +60,9 @@ def _validate(svc: Cdeq, collection: str, documents: object) -> list[Document]:
     )
 
 
-def _record(svc: Cdeq, collection: str, docs: list[Document]) -> tuple[str, list[Batch]]:
+def _record(
+    svc: Cdeq, collection: str, docs: list[Document], request_id: str | None = None
+) -> tuple[str, list[Batch]]:
     """Record a new job and cut it into batches."""
     settings = svc.settings.ingest
     job_id = uuid.uuid4().hex
@@ -69,7 +71,7 @@ def _record(svc: Cdeq, collection: str, docs: list[Document]) -> tuple[str, list
         for index, chunk in enumerate(split(docs, settings.batch_size))
     ]
     sample = context_sample(docs, settings.context_sample_size, settings.context_seed)
-    svc.jobs.create(job_id, collection, len(docs), len(batches), sample)
+    svc.jobs.create(job_id, collection, len(docs), len(batches), sample, request_id=request_id)
     return job_id, batches
 
 
@@ -79,27 +81,31 @@ def submit(
     *,
     service: Cdeq,
     on_progress: Progress | None = None,
+    request_id: str | None = None,
 ) -> str:
     """Validate every document, record the job and run it; returns the job id.
 
     With a queue (Redis) the batches are queued for workers and this returns at once; in
     in-process mode they run here, and the job is finished when this returns. Either way
     `job_status(job_id)` reads the outcome. On any invalid document nothing is recorded and
-    `InvalidInput` lists every problem."""
+    `InvalidInput` lists every problem. `request_id` (the API request's) is kept in the job
+    record."""
     if service.queued:
-        return enqueue(collection, documents, service=service)
+        return enqueue(collection, documents, service=service, request_id=request_id)
     docs = _validate(service, collection, documents)
     service.embedder  # noqa: B018 (a model that cannot load fails the call, not each batch)
-    job_id, batches = _record(service, collection, docs)
+    job_id, batches = _record(service, collection, docs, request_id)
     _run_here(service, batches, len(docs), on_progress)
     return job_id
 
 
-def enqueue(collection: str, documents: Sequence[Any], *, service: Cdeq) -> str:
+def enqueue(
+    collection: str, documents: Sequence[Any], *, service: Cdeq, request_id: str | None = None
+) -> str:
     """Validate, record and queue a job for the workers (needs Redis); returns the job id."""
     docs = _validate(service, collection, documents)
     dispatcher = service.dispatcher  # fails clearly before anything is recorded without Redis
-    job_id, batches = _record(service, collection, docs)
+    job_id, batches = _record(service, collection, docs, request_id)
     try:
         for batch in batches:
             dispatcher.send_batch(*batch.as_args())

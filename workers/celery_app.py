@@ -22,6 +22,7 @@ from celery.signals import worker_process_init
 from app.config import Settings
 from app.errors import CdeqError
 from app.ingest import Batch, batch_failed, fail_batch, process_batch
+from app.logs import request_id
 from app.queue import TASK_INGEST_BATCH, make_celery
 from app.service import Cdeq
 
@@ -60,6 +61,24 @@ def ingest_batch(
     """Celery task `cdeq.ingest_batch`: one batch through `process_batch`; retry or fail."""
     svc = worker_service()
     batch = Batch(job_id, collection, index, documents)
+    token = request_id.set(_request_of(svc, job_id))
+    try:
+        log.info("job %s batch %d: started (request %s)", job_id, index, request_id.get())
+        return _run_batch(self, svc, batch)
+    finally:
+        request_id.reset(token)
+
+
+def _request_of(svc: Cdeq, job_id: str) -> str | None:
+    """The request id recorded with the job (None when there is none or it can't be read)."""
+    try:
+        return svc.jobs.status(job_id).request_id
+    except CdeqError:
+        return None
+
+
+def _run_batch(self: Any, svc: Cdeq, batch: Batch) -> dict[str, Any]:
+    job_id, index = batch.job_id, batch.index
     try:
         outcome = process_batch(svc, batch)
     except SoftTimeLimitExceeded:

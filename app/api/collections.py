@@ -18,6 +18,7 @@ from app.api.auth import ReadAccess, WriteAccess
 from app.api.schemas import DeleteRequest, DocumentsRequest, SearchRequest, openapi_body, read_body
 from app.errors import NotFound
 from app.ingest import job_status, submit
+from app.logs import request_id
 from app.query import delete_documents, list_collections, search
 from app.service import Cdeq
 
@@ -42,7 +43,9 @@ async def add_documents(name: str, request: Request) -> Response:
     service = _service(request)
     req = await read_body(request, DocumentsRequest)
     if service.queued:
-        job_id = await run_in_threadpool(lambda: submit(name, req.documents, service=service))
+        job_id = await run_in_threadpool(
+            lambda: submit(name, req.documents, service=service, request_id=request_id.get())
+        )
         return JSONResponse(
             {"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"}
         )
@@ -53,7 +56,7 @@ async def add_documents(name: str, request: Request) -> Response:
 
     def run() -> str:
         with served.waiting_for_room():
-            return submit(name, req.documents, service=service)
+            return submit(name, req.documents, service=service, request_id=request_id.get())
 
     job_id = await run_in_threadpool(run)
     status = await run_in_threadpool(lambda: job_status(job_id, service=service))

@@ -35,7 +35,14 @@ class MemoryJobStore:
         return job
 
     def create(
-        self, job_id: str, collection: str, total: int, batches: int, context_sample: Corpus
+        self,
+        job_id: str,
+        collection: str,
+        total: int,
+        batches: int,
+        context_sample: Corpus,
+        *,
+        request_id: str | None = None,
     ) -> None:
         now = time.time()
         status = JobStatus(
@@ -50,6 +57,7 @@ class MemoryJobStore:
             batches_done=0,
             created_at=now,
             updated_at=now,
+            request_id=request_id,
         )
         with self._lock:
             self._jobs[job_id] = _Job(status, list(context_sample))

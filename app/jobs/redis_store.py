@@ -73,7 +73,14 @@ class RedisJobStore:
         return [base, base + ":done", base + ":errors", base + ":warnings"]
 
     def create(
-        self, job_id: str, collection: str, total: int, batches: int, context_sample: Corpus
+        self,
+        job_id: str,
+        collection: str,
+        total: int,
+        batches: int,
+        context_sample: Corpus,
+        *,
+        request_id: str | None = None,
     ) -> None:
         now = time.time()
         base, *_ = self._keys(job_id)
@@ -92,6 +99,7 @@ class RedisJobStore:
                         "truncated": 0,
                         "created_at": now,
                         "updated_at": now,
+                        **({"request_id": request_id} if request_id else {}),
                     },
                 )
                 pipe.expire(base, self.ttl_s)
@@ -184,4 +192,5 @@ class RedisJobStore:
             errors=dec(errs),
             warnings=dec(warns),
             reason=s("reason"),
+            request_id=s("request_id") or None,
         )

@@ -29,6 +29,11 @@ SIZES: dict[str, tuple[BackboneConfig, int]] = {
         BackboneConfig(n_embd=64, n_layer=2, n_head=4, n_inner=256, vocab_size=2048),
         16,
     ),
+    # hidden 384, 6 layers, context 128: a mid-size model for CPU serving benchmarks
+    "mid": (
+        BackboneConfig(n_embd=384, n_layer=6, n_head=6, n_inner=1536, vocab_size=8192),
+        128,
+    ),
     # the real architecture (281M parameters) for benchmarks
     "full": (BackboneConfig.from_dict(NOMIC_BERT_2048), 512),
 }
@@ -116,7 +121,7 @@ def make_checkpoint(
     seed: int = 0,
     corpus: Iterable[str] | None = None,
 ) -> Path:
-    """Write a random checkpoint of `size` ('tiny' or 'full') to `folder`.
+    """Write a random checkpoint of `size` ('tiny', 'mid' or 'full') to `folder`.
 
     `corpus` trains the tokenizer (a realistic one gives realistic token counts);
     default: the built-in generic texts."""
