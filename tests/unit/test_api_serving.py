@@ -69,7 +69,10 @@ def test_tei_embed(client: TestClient, api_service: Cdeq, embedder: CdeEmbedder)
 def test_tei_info(client: TestClient, embedder: CdeEmbedder) -> None:
     info = client.get("/info").json()
     assert info["model_id"] == "cde-small-v1" and info["model_dtype"] == "float32"
-    assert info["device"] == str(embedder.device) and info["max_input_length"] == embedder.max_seq_length
+    assert (
+        info["device"] == str(embedder.device)
+        and info["max_input_length"] == embedder.max_seq_length
+    )
     assert info["token_budget"] == embedder.token_budget and info["dim"] == embedder.dim
     assert info["batching"] is True and info["version"]
 
