@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("app.service",),
     ("app.ingest", "app.query", "app.embeddings"),
-    ("app.cli", "app.api", "workers"),
+    ("app.cli", "app.api", "app.integrations", "workers"),
 ]
 
 
