@@ -60,8 +60,10 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
             for line in Path(args.vocab_corpus).read_text(encoding="utf-8").splitlines()
             if line.strip()
         ]
-    out = make_checkpoint(args.dir, size=args.size, seed=args.seed, corpus=corpus)
-    print(f"wrote a random {args.size} cde-small-v1 checkpoint to {out}")
+    out = make_checkpoint(
+        args.dir, size=args.size, seed=args.seed, corpus=corpus, family=args.family
+    )
+    print(f"wrote a random {args.size} cde-small-{args.family} checkpoint to {out}")
     return 0
 
 
@@ -338,7 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--size",
         choices=["tiny", "mid", "full"],
         default="tiny",
-        help="tiny: hidden 64, 2 layers, context 16; full: the real 281M architecture",
+        help="tiny: hidden 64, 2 layers (v2: 4), context 16; full: the real architecture "
+        "(v1 281M, v2 306M parameters)",
+    )
+    p.add_argument(
+        "--family",
+        choices=["v1", "v2"],
+        default="v1",
+        help="v1: cde-small-v1 (nomic-bert); v2: cde-small-v2 (ModernBERT)",
     )
     p.add_argument(
         "--vocab-corpus",

@@ -26,6 +26,11 @@ class ModelSettings(BaseModel):
         ge=1032,
         description="tokens per forward batch incl. the 520-token prefix; default by device",
     )
+    v2_head: Literal["training", "hub"] = Field(
+        "training",
+        description="cde-small-v2 stage-2 head: 'training' (GitHub training code) or 'hub' "
+        "(hub remote code), see the README; ignored for v1",
+    )
 
 
 class RedisSettings(BaseModel):

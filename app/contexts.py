@@ -164,7 +164,11 @@ class Contexts:
         ):  # one stage-1 pass per process serves every generic collection
             dataset = self.generic()
         else:
-            dataset = embedder.embed_context([c["text"] for c in chosen], seed=seed)
+            dataset = embedder.embed_context(
+                [c["text"] for c in chosen],
+                seed=seed,
+                warn_below_distinct=self.settings.min_context_documents,
+            )
             self.builds += 1
         version = self.store.next_context_version(collection)
         physical = self.store.ensure_physical(collection, version)

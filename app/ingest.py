@@ -18,12 +18,12 @@ from typing import Any
 from app.documents import Document, validate_documents
 from app.errors import CdeqError, ContextNotReady, StoreUnavailable
 from app.jobs import BatchOutcome, Corpus, JobStatus, context_sample, split
+from app.model import Progress
 from app.service import Cdeq
 from app.store import PointRecord
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]  # (documents done, documents in the job)
 # Errors that pass: the batch is tried again later instead of failing its documents.
 TRANSIENT_ERRORS = (StoreUnavailable, ContextNotReady)
 

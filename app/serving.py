@@ -53,9 +53,8 @@ _PREFIX = {QUERY: QUERY_PREFIX, DOCUMENT: DOCUMENT_PREFIX}
 
 
 def model_fingerprint(embedder: CdeEmbedder) -> str:
-    """What identifies the weights in cache keys: the embedder's `fingerprint` when the model
-    package provides one, else its model id."""
-    return str(getattr(embedder, "fingerprint", None) or embedder.model_id)
+    """What identifies the weights in cache keys (same weights, same vectors)."""
+    return embedder.fingerprint
 
 
 class ServeObserver(Protocol):

@@ -174,18 +174,33 @@ def run(args: argparse.Namespace) -> int:
     batched_s = time.perf_counter() - t0
     svc.close()  # the worker process owns the local Qdrant folder from here on
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CDEQ_REDIS__URL": args.redis_url,
-           "CDEQ_QDRANT__PATH": str(work / "qdrant"), "CDEQ_MODEL__NAME": str(model_dir),
-           "CDEQ_MODEL__DEVICE": "cpu", "CDEQ_INGEST__BATCH_SIZE": str(args.batch_size)}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CDEQ_REDIS__URL": args.redis_url,
+        "CDEQ_QDRANT__PATH": str(work / "qdrant"),
+        "CDEQ_MODEL__NAME": str(model_dir),
+        "CDEQ_MODEL__DEVICE": "cpu",
+        "CDEQ_INGEST__BATCH_SIZE": str(args.batch_size),
+    }
     worker = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker", "--pool", "solo", "--loglevel", "WARNING"],
-        env=env, cwd=ROOT, start_new_session=True,
-    )  # fmt: skip
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
     producer = Cdeq(settings)
     try:
         deadline = time.monotonic() + 120
-        while subprocess.run([sys.executable, "-m", "app.cli", "worker-health", "--timeout", "2"],
-                             env=env, cwd=ROOT, capture_output=True).returncode != 0:  # fmt: skip
+        while (
+            subprocess.run(
+                [sys.executable, "-m", "app.cli", "worker-health", "--timeout", "2"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+            ).returncode
+            != 0
+        ):
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise SystemExit("the worker did not start")
             time.sleep(1)
@@ -207,16 +222,23 @@ def run(args: argparse.Namespace) -> int:
     check.close()
 
     n = len(docs)
-    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads); model dim {embedder.dim}, "
-          f"{n} documents, {tokens / n:.0f} text tokens/doc, worker batches of {args.batch_size}\n")  # fmt: skip
+    print(
+        f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads); model dim {embedder.dim}, "
+        f"{n} documents, {tokens / n:.0f} text tokens/doc, worker batches of {args.batch_size}\n"
+    )
     print("| path | seconds | docs/s | vs embedder alone (one call) |")
     print("|---|---:|---:|---:|")
-    for name, seconds in (("embedder alone, one call", alone_s), ("embedder alone, worker-sized batches", batched_s),
-                          ("pipeline: Redis → worker → Qdrant", pipeline_s)):  # fmt: skip
+    for name, seconds in (
+        ("embedder alone, one call", alone_s),
+        ("embedder alone, worker-sized batches", batched_s),
+        ("pipeline: Redis → worker → Qdrant", pipeline_s),
+    ):
         print(f"| {name} | {seconds:.2f} | {n / seconds:.1f} | {alone_s / seconds:.0%} |")
-    print(f"\nstage 1 (context of {embedder.context_size}) once: {stage1_s:.2f} s; context versions: {versions}; "
-          f"points stored: {stored}/{n}")  # fmt: skip
+    print(
+        f"\nstage 1 (context of {embedder.context_size}) once: {stage1_s:.2f} s; context versions: {versions}; "
+        f"points stored: {stored}/{n}"
+    )
     return 0
 
 

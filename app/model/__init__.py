@@ -1,13 +1,16 @@
-"""cde-small-v1 in pure PyTorch: no I/O beyond reading a checkpoint, no settings, no services."""
+"""cde-small-v1 (pure PyTorch) and cde-small-v2 (on transformers' ModernBertModel): no I/O
+beyond reading a checkpoint, no settings, no services."""
 
-from app.model.config import BackboneConfig, CdeConfig
+from app.model.config import BackboneConfig, CdeConfig, Family, ModernBertBackboneConfig
 from app.model.embedder import (
     DOCUMENT_PREFIX,
     QUERY_PREFIX,
     CdeEmbedder,
     Embeddings,
+    Progress,
     sample_context,
 )
+from app.model.modernbert import V2Head
 
 __all__ = [
     "DOCUMENT_PREFIX",
@@ -16,5 +19,9 @@ __all__ = [
     "CdeConfig",
     "CdeEmbedder",
     "Embeddings",
+    "Family",
+    "ModernBertBackboneConfig",
+    "Progress",
+    "V2Head",
     "sample_context",
 ]

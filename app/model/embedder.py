@@ -3,6 +3,7 @@
 Callers pass plain texts; the library adds the `search_document: ` / `search_query: `
 prefixes, sorts texts by length and batches them under a token budget that counts the
 stage-2 prefix (dataset embeddings + soft prompt), so throughput is high and memory bounded.
+The same API serves cde-small-v1 and v2; the checkpoint's config says which it is.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ from tokenizers import Tokenizer
 from app.errors import InvalidInput, ModelLoadError
 from app.model.checkpoint import (
     build_model,
+    check_v2_tokenizer,
+    fingerprint,
     load_tokenizer,
-    read_config,
+    locate_checkpoint,
     read_state_dict,
-    resolve_checkpoint,
 )
-from app.model.config import CdeConfig
-from app.model.network import DatasetTransformer
+from app.model.config import CdeConfig, Family
+from app.model.modernbert import V2_HEADS, V2Head
+from app.model.modernbert import SecondStage as V2SecondStage
+from app.model.stages import TwoStageModel
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ QUERY_PREFIX = "search_query: "
 # Padded tokens (prefix included) per forward. CPU: matmul speed is flat from ~500 rows up, so
 # small batches cost nothing and pad less (bench/README.md); GPUs want big ones.
 DEFAULT_TOKEN_BUDGET = {"cpu": 4_096, "cuda": 262_144}
+# The model name an API reports by default, per family.
+API_NAMES: dict[Family, str] = {"v1": "cde-small-v1", "v2": "cde-small-v2"}
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
@@ -90,10 +96,13 @@ def _parse_device(device: str | torch.device | None) -> torch.device:
 
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}  # fmt: skip
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def _parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -106,12 +115,22 @@ def _parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch
     return _DTYPES[dtype]
 
 
+def _fingerprinted_config(
+    raw: dict[str, Any], cfg: CdeConfig, v2_head: V2Head | None
+) -> dict[str, Any]:
+    """config.json as written, with the backbone config actually used and (v2) the head."""
+    out = {**raw, "backbone_config": cfg.backbone.to_dict()}
+    if cfg.family == "v2":
+        out["cdeq_v2_head"] = v2_head
+    return out
+
+
 class CdeEmbedder:
-    """cde-small-v1 ready to embed: model, tokenizer, device and batching policy."""
+    """cde-small-v1 or v2 ready to embed: model, tokenizer, device and batching policy."""
 
     def __init__(
         self,
-        model: DatasetTransformer,
+        model: TwoStageModel,
         tokenizer: Any,
         *,
         model_id: str,
@@ -119,6 +138,7 @@ class CdeEmbedder:
         dtype: torch.dtype,
         token_budget: int | None = None,
         folder: Path | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.model = model
         self.config: CdeConfig = model.cfg
@@ -127,6 +147,7 @@ class CdeEmbedder:
         self.device = device
         self.dtype = dtype
         self.folder = folder
+        self._fingerprint = fingerprint
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(device.type, 16_384)
         if self.token_budget < self.config.prefix_length + self.config.max_seq_length:
             raise InvalidInput(
@@ -156,31 +177,80 @@ class CdeEmbedder:
         dtype: str | torch.dtype | None = None,
         *,
         token_budget: int | None = None,
+        v2_head: V2Head = "training",
     ) -> CdeEmbedder:
-        """Load a checkpoint in the official layout from a folder or the Hugging Face hub.
+        """Load a cde-small-v1 or v2 checkpoint in the official layout from a folder or the
+        Hugging Face hub; the config's `embedder` (or `backbone_config`) says which.
 
-        Default device: CUDA when available (bfloat16), else CPU (float32).
+        Default device: CUDA when available (bfloat16), else CPU (float32). `v2_head`
+        ("training" or "hub", docs/model.md, "cde-small-v2": Head) is ignored for v1.
         """
+        if v2_head not in V2_HEADS:
+            raise InvalidInput(
+                f"v2_head must be one of {list(V2_HEADS)}, got {v2_head!r}", field="v2_head"
+            )
         dev = _parse_device(device)
         dt = _parse_dtype(dtype, dev)
-        folder = resolve_checkpoint(path_or_hub_id)
-        cfg = read_config(folder)
-        tokenizer = load_tokenizer(folder)
+        files = locate_checkpoint(path_or_hub_id)
+        cfg = files.config
+        tokenizer = load_tokenizer(files.tokenizer_folder, cfg.family)
         if len(tokenizer) > cfg.backbone.vocab_size:
             raise ModelLoadError(
-                f"{folder}: tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
-                f"has {cfg.backbone.vocab_size}"
+                f"{files.tokenizer_folder}: tokenizer has {len(tokenizer)} tokens but the model's "
+                f"vocabulary has {cfg.backbone.vocab_size}"
             )
-        model = build_model(cfg, read_state_dict(folder), dtype=dt, device=dev)
+        colon = None
+        if cfg.family == "v2":
+            colon = check_v2_tokenizer(tokenizer, cfg, files.tokenizer_folder)
+        state = read_state_dict(files.folder)
+        # The file's tensors (before any cast), so the same checkpoint gives the same
+        # fingerprint on every device and dtype.
+        stamp = fingerprint(_fingerprinted_config(files.raw_config, cfg, v2_head), state)
+        model = build_model(
+            cfg, state, dtype=dt, device=dev, v2_head=v2_head, instruction_end_id=colon
+        )
+        del state
         return cls(
-            model, tokenizer, model_id=str(path_or_hub_id), device=dev, dtype=dt,
-            token_budget=token_budget, folder=folder,
-        )  # fmt: skip
+            model,
+            tokenizer,
+            model_id=str(path_or_hub_id),
+            device=dev,
+            dtype=dt,
+            token_budget=token_budget,
+            folder=files.folder,
+            fingerprint=stamp,
+        )
 
     # ---- facts --------------------------------------------------------------------------
     @property
+    def family(self) -> Family:
+        """The model family: "v1" (cde-small-v1, nomic-bert) or "v2" (cde-small-v2, ModernBERT)."""
+        return self.config.family
+
+    @property
+    def default_api_name(self) -> str:
+        """The model name to report when none is configured: cde-small-v1 / cde-small-v2."""
+        return API_NAMES[self.family]
+
+    @property
+    def v2_head(self) -> V2Head | None:
+        """The stage-2 head in use for v2 ("training" or "hub"); None for v1."""
+        stage2 = self.model.second_stage_model
+        return stage2.head if isinstance(stage2, V2SecondStage) else None
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hex digest of config and weights: equal for loads of the same checkpoint
+        (on any device or dtype), different for another checkpoint. For v2 the head is part of
+        it: the two heads give different vectors from the same weights."""
+        if self._fingerprint is None:  # built from a model object: hash what it holds
+            raw = _fingerprinted_config(self.config.to_dict(), self.config, self.v2_head)
+            self._fingerprint = fingerprint(raw, self.model.state_dict())
+        return self._fingerprint
+
+    @property
     def dim(self) -> int:
-        return self.config.backbone.n_embd
+        return self.config.dim
 
     @property
     def context_size(self) -> int:
@@ -261,12 +331,19 @@ class CdeEmbedder:
 
     # ---- stage 1 ------------------------------------------------------------------------
     def embed_context(
-        self, texts: Sequence[str], *, seed: int = 0, on_progress: Progress | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        seed: int = 0,
+        on_progress: Progress | None = None,
+        warn_below_distinct: int = 32,
     ) -> np.ndarray:
         """Dataset embeddings (context_size, D), raw float32 (stage 1; not normalized).
 
         `texts` is the collection's corpus; exactly `context_size` of them are used
-        (see `sample_context`), each as a `search_document: `."""
+        (see `sample_context`), each as a `search_document: `. Fewer than
+        `warn_below_distinct` distinct texts log a warning (the service passes its
+        `min_context_documents` setting)."""
         self._check_texts(texts)
         chosen = sample_context(list(texts), self.context_size, seed)
         distinct = len(set(chosen))
@@ -276,7 +353,7 @@ class CdeEmbedder:
                 "context-independent; give varied documents (or use the generic context)",
                 field="texts",
             )
-        if distinct < min(32, self.context_size):
+        if distinct < min(warn_below_distinct, self.context_size):
             log.warning("context has only %d distinct texts; quality will suffer", distinct)
         ids, _ = self.tokenize(chosen, DOCUMENT_PREFIX)
         return self._run(ids, self.model.first_stage_model, 0, on_progress)

@@ -1,8 +1,9 @@
 """The cde-small-v1 forward in pure PyTorch: a nomic-bert backbone used by two stages.
 
 Follows the training-time forward of "Contextual Document Embeddings" (arXiv:2410.02525,
-§3-4) as written up in docs/cde-model.md. Module names equal the official checkpoint's key
-names, so loading is a key-by-key copy (see checkpoint.py for the table).
+§3-4) as written up in docs/model.md. Module names equal the official checkpoint's key
+names, so loading is a key-by-key copy (see checkpoint.py for the table). What both versions
+share (pooling, soft prompt, heads) is in stages.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.model import stages
 from app.model.config import BackboneConfig, CdeConfig
 
 # On CPU, attention runs per sequence over its real tokens, HEADS_PER_STEP heads per matmul
@@ -111,18 +113,20 @@ class Attention(nn.Module):
         self.Wqkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.out_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, h: torch.Tensor, ctx: RunContext, query_from: int = 0) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, layout: SequenceLayout, query_from: int = 0) -> torch.Tensor:
         """h (B, T, D) → attention output for positions ≥ query_from, (B, T - query_from, D)."""
         B, T, D = h.shape
         qkv = self.Wqkv(h).view(B, T, 3, self.n_head, self.head_dim)  # q | k | v
         # rotary on q and k, in place, at the rotated positions only (cos 1 / sin 0 elsewhere)
-        rotate_(qkv[:, ctx.rotate_from :, :2], ctx.cos, ctx.sin, interleaved=self.interleaved)
-        if ctx.lengths is not None:
+        rotate_(
+            qkv[:, layout.rotate_from :, :2], layout.cos, layout.sin, interleaved=self.interleaved
+        )
+        if layout.lengths is not None:
             qkv[:, query_from:, 0].mul_(self.head_dim**-0.5)  # SDPA's scale, folded into q
-            y = attention_by_sequence(qkv, ctx.lengths, query_from, HEADS_PER_STEP)
+            y = attention_by_sequence(qkv, layout.lengths, query_from, HEADS_PER_STEP)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hd)
-            y = F.scaled_dot_product_attention(q[:, :, query_from:], k, v, attn_mask=ctx.mask)
+            y = F.scaled_dot_product_attention(q[:, :, query_from:], k, v, attn_mask=layout.mask)
             y = y.transpose(1, 2)
         return self.out_proj(y.reshape(B, T - query_from, D))
 
@@ -150,15 +154,15 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
         self.norm2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
 
-    def forward(self, h: torch.Tensor, ctx: RunContext, query_from: int = 0) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, layout: SequenceLayout, query_from: int = 0) -> torch.Tensor:
         """(B, T, D) → (B, T - query_from, D): every position is a key, but only positions
         ≥ query_from are computed further (the last layer skips what pooling ignores)."""
-        h = self.norm1(self.attn(h, ctx, query_from).add_(h[:, query_from:]))
+        h = self.norm1(self.attn(h, layout, query_from).add_(h[:, query_from:]))
         return self.norm2(self.mlp(h).add_(h))
 
 
 @dataclass
-class RunContext:
+class SequenceLayout:
     """What every layer of one forward shares: rotary tables and how padding is handled."""
 
     cos: torch.Tensor  # (T - rotate_from, rotary_dim/2) fp32
@@ -168,7 +172,7 @@ class RunContext:
     mask: torch.Tensor | None  # SDPA key padding mask (B, 1, 1, T), None when nothing is padded
 
 
-class Embeddings(nn.Module):
+class TokenEmbeddings(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.n_embd)
@@ -191,7 +195,7 @@ class NomicBert(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embeddings = Embeddings(cfg)
+        self.embeddings = TokenEmbeddings(cfg)
         self.emb_ln = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
         self.encoder = Encoder(cfg)
 
@@ -224,67 +228,39 @@ class NomicBert(nn.Module):
             lengths = real.sum(1).tolist()  # attention over each row's real tokens only
         elif not bool(real.all()):
             mask = real[:, None, None, :]  # key padding mask (B, 1, 1, T); None: faster kernels
-        ctx = RunContext(cos, sin, n_unrotated, lengths, mask)
+        layout = SequenceLayout(cos, sin, n_unrotated, lengths, mask)
         h = self.emb_ln(inputs_embeds)
         *layers, last = self.encoder.layers
         for layer in layers:
-            h = layer(h, ctx)
-        return last(h, ctx, output_from)
+            h = layer(h, layout)
+        return last(h, layout, output_from)
 
 
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of hidden (B, T, D) over positions where mask (B, T) is 1, accumulated in fp32."""
-    m = mask.to(torch.float32).unsqueeze(-1)
-    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
+class FirstStage(stages.FirstStage):
+    """Stage 1 on nomic-bert (`first_stage_model.embedder`)."""
 
-
-class FirstStage(nn.Module):
-    """Stage 1 (`first_stage_model`): mean-pooled backbone + MLP → one dataset embedding per
-    context document."""
+    embedder: NomicBert
 
     def __init__(self, cfg: BackboneConfig) -> None:
-        super().__init__()
-        self.embedder = NomicBert(cfg)
-        self.mlp = nn.Sequential(
-            nn.Linear(cfg.n_embd, cfg.n_embd), nn.GELU(), nn.Linear(cfg.n_embd, cfg.n_embd)
-        )
+        super().__init__(NomicBert(cfg), cfg.n_embd)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.embedder.run(self.embedder.embeddings(input_ids), attention_mask)
-        pooled = masked_mean(h, attention_mask).to(h.dtype)  # (B, D)
-        return self.mlp(pooled)
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.embedder.run(self.embedder.embeddings(input_ids), attention_mask)
 
 
-class SecondStage(nn.Module):
-    """Stage 2 (`second_stage_model`): the text, prefixed by the dataset embeddings and the
-    soft prompt, through its own backbone; mean over text tokens; output projection."""
+class SecondStage(stages.SecondStage):
+    """Stage 2 on nomic-bert: the 512 dataset-embedding positions unrotated, mean over all text
+    tokens, `output_projection` without residual (docs/model.md, "Second stage")."""
+
+    backbone: NomicBert
 
     def __init__(self, cfg: CdeConfig) -> None:
-        super().__init__()
-        d = cfg.backbone.n_embd
-        self.cfg = cfg
-        self.backbone = NomicBert(cfg.backbone)
-        self.prompt_projection = nn.Sequential(
-            nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d * cfg.n_soft_prompt)
-        )
-        self.output_projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
+        assert isinstance(cfg.backbone, BackboneConfig)
+        super().__init__(NomicBert(cfg.backbone), cfg)
 
-    def soft_prompt(self) -> torch.Tensor:
-        """The soft-prompt tokens (n_soft_prompt, D): prompt_projection applied to ones."""
-        w = self.prompt_projection[0].weight
-        assert isinstance(w, torch.Tensor)
-        ones = torch.ones(w.shape[1], dtype=w.dtype, device=w.device)
-        return self.prompt_projection(ones).view(self.cfg.n_soft_prompt, -1)
-
-    def prefix(self, dataset_embeddings: torch.Tensor) -> torch.Tensor:
-        """(N + n_soft_prompt, D) prefix; the soft prompt takes the dataset embeddings' dtype."""
-        soft = self.soft_prompt().to(dataset_embeddings.dtype)
-        return torch.cat((dataset_embeddings, soft), dim=0)
-
-    def forward(
+    def text_hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: torch.Tensor
     ) -> torch.Tensor:
-        """input_ids/attention_mask (B, L) right-padded; prefix (P, D) from `prefix()`."""
         B, _L = input_ids.shape
         P = prefix.shape[0]
         text = self.backbone.embeddings(input_ids)  # (B, L, D); the prefix gets no token type
@@ -295,16 +271,12 @@ class SecondStage(nn.Module):
             if self.cfg.disable_transductive_rotary_embedding
             else 0
         )
-        h = self.backbone.run(x, mask, n_unrotated=n_unrotated, output_from=P)  # (B, L, D)
-        pooled = masked_mean(h, attention_mask).to(h.dtype)  # text tokens only
-        return self.output_projection(pooled)
+        return self.backbone.run(x, mask, n_unrotated=n_unrotated, output_from=P)  # (B, L, D)
 
 
-class DatasetTransformer(nn.Module):
-    """Both stages under the official module names (`first_stage_model`, `second_stage_model`)."""
+class DatasetTransformer(stages.TwoStageModel):
+    """cde-small-v1 (`DatasetTransformer`): both stages on nomic-bert."""
 
     def __init__(self, cfg: CdeConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.first_stage_model = FirstStage(cfg.backbone)
-        self.second_stage_model = SecondStage(cfg)
+        assert isinstance(cfg.backbone, BackboneConfig)
+        super().__init__(cfg, FirstStage(cfg.backbone), SecondStage(cfg))

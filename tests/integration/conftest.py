@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -38,3 +39,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if str(item.fspath).startswith(here):
             item.add_marker(skip)
+
+
+def flushed(db: int) -> Iterator[redis.Redis]:
+    """A client on test database ``db``, emptied before and after (only test databases)."""
+    client = redis.Redis.from_url(redis_url(db))
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()

@@ -20,7 +20,7 @@ from app.queue import INGEST_QUEUE
 from app.service import Cdeq
 from tests.helpers.builders import assert_error, corpus, documents, make_settings
 from tests.helpers.faults import PoisonEmbedder
-from tests.integration.conftest import redis_url
+from tests.integration.conftest import flushed, redis_url
 
 REDIS_URL = redis_url(15)
 
@@ -44,11 +44,7 @@ class RunHere:
 
 @pytest.fixture()
 def clean_redis() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    yield from flushed(15)
 
 
 @pytest.fixture()

@@ -26,7 +26,7 @@ from app.store import QdrantStore
 from tests.helpers.builders import ROOT, documents, wait_finished
 from tests.helpers.builders import make_settings as _make_settings
 from tests.helpers.faults import CountingEmbedder, FlakyStore
-from tests.integration.conftest import redis_url
+from tests.integration.conftest import flushed, redis_url
 from workers.celery_app import create_app, set_worker_service
 
 REDIS_URL = redis_url(14)
@@ -40,11 +40,7 @@ def make_settings(
 
 @pytest.fixture()
 def clean_redis() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    yield from flushed(14)
 
 
 @pytest.fixture()

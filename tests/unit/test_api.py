@@ -39,7 +39,7 @@ def with_api(service: Cdeq, **api: Any) -> Settings:
 
 @pytest.fixture(scope="module")
 def client(api_service: Cdeq) -> Iterator[TestClient]:
-    """An open app (loopback, no keys) over the module's embedded-mode service."""
+    """An open app (loopback, no keys) over the module's in-process service."""
     with TestClient(create_app(api_service.settings, api_service)) as c:
         yield c
 
