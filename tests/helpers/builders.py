@@ -146,7 +146,7 @@ def serve_process(model_dir: Path, tmp: Path, env: dict[str, str]) -> Iterator[S
                 "cpu",
                 "--port",
                 str(port),
-            ],  # fmt: skip (one command line)
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**clean, "PYTHONPATH": str(ROOT), **env},
