@@ -1,17 +1,25 @@
-"""The `cdeq` command line: a thin layer that parses, calls a use case and maps errors."""
+"""The `cdeq` command line: a thin layer that parses, calls a use case and maps errors.
+
+Every mistake ends in one clear message on stderr and a documented exit code (`EXIT_CODES`,
+the README's table); an unexpected exception prints one line and suggests `--debug`, which
+shows the traceback. Input files are read as a stream, line by line, never whole.
+"""
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
 
 from app.errors import (
     CdeqError,
@@ -19,17 +27,29 @@ from app.errors import (
     InvalidInput,
     ModelLoadError,
     NotFound,
+    ResourceBusy,
     StoreUnavailable,
 )
 from app.logs import configure_logging
 
+EXIT_UNEXPECTED = 1  # also: `cdeq ingest` when some documents were not stored
 EXIT_CODES: dict[type[CdeqError], int] = {
-    InvalidInput: 2,
+    InvalidInput: 2,  # bad input, arguments, files or settings (argparse's usage errors too)
     NotFound: 3,
     ModelLoadError: 4,
     StoreUnavailable: 5,
     ContextNotReady: 5,
+    ResourceBusy: 5,  # a local Qdrant folder or the port held by another process
 }
+EXIT_INTERRUPTED = 130
+MAX_PROBLEMS_SHOWN = 100
+
+
+def exit_code(exc: CdeqError) -> int:
+    for kind, code in EXIT_CODES.items():
+        if isinstance(exc, kind):
+            return code
+    return EXIT_UNEXPECTED
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -55,11 +75,7 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
 
     corpus = None
     if args.vocab_corpus:
-        corpus = [
-            line
-            for line in Path(args.vocab_corpus).read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        corpus = read_text_lines(args.vocab_corpus, "--vocab-corpus")
     out = make_checkpoint(
         args.dir, size=args.size, seed=args.seed, corpus=corpus, family=args.family
     )
@@ -84,22 +100,142 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_jsonl(path: str) -> list[Any]:
-    """Documents from a JSON-lines file ('-' = stdin); every bad line is reported."""
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
-    docs: list[Any] = []
-    problems: list[str] = []
-    with stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
+# ---- reading input files ----------------------------------------------------------------------
+def _open_input(path: str, what: str) -> IO[bytes]:
+    """``path`` opened for binary reading ('-' = stdin); a clear InvalidInput when it cannot be."""
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InvalidInput(
+            f"{what}: cannot read {path!r}: {exc.strerror or exc}", field=what
+        ) from None
+
+
+def _lines(
+    stream: IO[bytes], max_line_bytes: int, problems: list[str]
+) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line, read one at a time (constant memory).
+
+    A UTF-8 byte-order mark is dropped; a line that is not UTF-8, or longer than
+    ``max_line_bytes``, is reported in ``problems`` and skipped."""
+    number = 0
+    while True:
+        raw = stream.readline(max_line_bytes + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > max_line_bytes:
+            while raw and not raw.endswith(b"\n"):  # skip the rest without holding it
+                raw = stream.readline(1 << 16)
+            problems.append(f"line {number}: longer than the limit of {max_line_bytes} bytes")
+            continue
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"line {number}: not valid UTF-8 (bad byte at column {exc.start + 1})")
+            continue
+        if text.strip():
+            yield number, text
+
+
+@dataclass
+class DocumentsFile:
+    """Parsed documents of a JSON-lines file, the line each came from, and every bad line."""
+
+    documents: list[Any] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_documents(path: str, *, max_documents: int, max_line_bytes: int) -> DocumentsFile:
+    """Documents from a JSON-lines file ('-' = stdin), streamed: only parsed documents are kept.
+
+    Every bad line is collected in ``problems``; more than ``max_documents`` documents stop the
+    reading at once."""
+    from app.documents import parse_json
+
+    out = DocumentsFile()
+    with _open_input(path, "file") as stream:
+        for number, text in _lines(stream, max_line_bytes, out.problems):
             try:
-                docs.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+                value = parse_json(text)
+            except ValueError as exc:
+                out.problems.append(f"line {number}: not valid JSON: {exc}")
+                continue
+            if len(out.documents) >= max_documents:
+                raise InvalidInput(
+                    f"file: more than {max_documents} documents, the limit per job "
+                    "(CDEQ_INGEST__MAX_DOCUMENTS_PER_JOB): split the file",
+                    field="file",
+                )
+            out.documents.append(value)
+            out.lines.append(number)
+    return out
+
+
+def read_jsonl(
+    path: str, *, max_documents: int = 10**9, max_line_bytes: int = 1 << 26
+) -> list[Any]:
+    """JSON values of a JSON-lines file ('-' = stdin); one InvalidInput lists every bad line."""
+    read = read_documents(path, max_documents=max_documents, max_line_bytes=max_line_bytes)
+    if read.problems:
+        raise InvalidInput(read.problems, field="file")
+    return read.documents
+
+
+def read_text_lines(path: str, what: str) -> list[str]:
+    """The non-blank lines of a UTF-8 text file (BOM accepted), without their line ends."""
+    problems: list[str] = []
+    with _open_input(path, what) as stream:
+        texts = [text.rstrip("\r\n") for _, text in _lines(stream, 1 << 24, problems)]
     if problems:
+        raise InvalidInput([f"{what} {path}: {p}" for p in problems], field=what)
+    return texts
+
+
+_LINE = re.compile(r"line (\d+):")
+
+
+def _by_line(problem: str) -> int:
+    found = _LINE.match(problem)
+    return int(found.group(1)) if found else 0
+
+
+def load_documents_file(path: str, collection: str, settings: Any) -> list[Any]:
+    """The documents of ``path``, checked as `submit` will check them, so that one error lists
+    every bad line (JSON or document) by its line number before anything is queued."""
+    from app.documents import validate_documents
+
+    ingest = settings.ingest
+    # A line holds one document: its text (6 bytes per character at worst, as \uXXXX escapes),
+    # its metadata and its id. Longer lines are refused without being held in memory.
+    max_line_bytes = 6 * ingest.max_text_chars + 2 * ingest.max_metadata_bytes + 4096
+    read = read_documents(
+        path, max_documents=ingest.max_documents_per_job, max_line_bytes=max_line_bytes
+    )
+    problems = list(read.problems)
+    try:
+        validate_documents(
+            collection,
+            read.documents,
+            max_documents=ingest.max_documents_per_job,
+            max_text_chars=ingest.max_text_chars,
+            max_metadata_bytes=ingest.max_metadata_bytes,
+            lines=read.lines,
+        )
+    except InvalidInput as exc:
+        skip_empty = bool(problems)  # "no documents" only matters when no line was refused
+        problems.extend(
+            p for p in exc.problems if not (skip_empty and p.startswith("documents: empty"))
+        )
+    if problems:
+        problems.sort(key=_by_line)
         raise InvalidInput(problems, field="file")
-    return docs
+    return read.documents
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -127,9 +263,11 @@ def _print_job(status: Any, as_json: bool) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from app.ingest import job_status, submit
+    from app.service import Cdeq
 
-    docs = read_jsonl(args.file)
-    svc = _service(args)
+    settings = _settings(args)
+    docs = load_documents_file(args.file, args.collection, settings)
+    svc = Cdeq(settings)
     try:
         if not svc.queued:  # in-process mode: the whole job runs here
             bar = _progress(len(docs), f"embedding into {args.collection}")
@@ -184,9 +322,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from app.documents import parse_json
     from app.query import search
 
-    filt = json.loads(args.filter) if args.filter else None
+    filt = None
+    if args.filter:
+        try:
+            filt = parse_json(args.filter)
+        except ValueError as exc:
+            raise InvalidInput(f"--filter: not valid JSON: {exc}", field="filter") from None
     svc = _service(args)
     try:
         hits = search(args.name, args.text, top_k=args.top_k, filter=filt, service=svc)
@@ -245,11 +389,7 @@ def cmd_create_collection(args: argparse.Namespace) -> int:
 
     texts = None
     if args.context:
-        texts = [
-            line
-            for line in Path(args.context).read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        texts = read_text_lines(args.context, "--context")
     svc = _service(args)
     try:
         version = create_collection(args.name, context_texts=texts, service=svc)
@@ -283,7 +423,51 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise InvalidInput(
             "--concurrency > 1 needs a Qdrant server (CDEQ_QDRANT__URL): local mode is single-process"
         )
+    _check_worker_pool(args.pool)
+    _check_local_folder_free(settings)
     app.worker_main(argv)
+    return 0
+
+
+def _check_worker_pool(pool: str) -> None:
+    """Only the prefork pool enforces the hard time limit (its parent kills a stuck task)."""
+    if pool != "prefork":
+        raise InvalidInput(
+            f"--pool {pool}: this pool enforces no task time limits, so a stuck batch would hold "
+            "its worker forever; use --pool prefork (with --concurrency 1 for one process)",
+            field="pool",
+        )
+
+
+def _check_local_folder_free(settings: Any) -> None:
+    """Refuse to start a worker whose local Qdrant folder another process owns: every batch
+    would fail to open it."""
+    if settings.qdrant.url:
+        return
+    from app.store import open_client
+
+    open_client(settings.qdrant).close()  # StoreUnavailable (exit 5) names the folder
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from app.reconcile import reconcile
+
+    svc = _service(args)
+    try:
+        if not svc.queued:
+            raise StoreUnavailable(
+                "reconcile works on queued jobs: set CDEQ_REDIS__URL", retry_after_s=0
+            )
+        report = reconcile(service=svc, force=True)
+    finally:
+        svc.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(
+            f"{report.expired_leases} expired leases, {len(report.requeued)} batches re-queued, "
+            f"{len(report.failed_jobs)} jobs failed past their deadline"
+        )
     return 0
 
 
@@ -298,6 +482,21 @@ def cmd_worker_health(args: argparse.Namespace) -> int:
         return 0
     print(f"{name}: no answer", file=sys.stderr)
     return 1
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from app.config import effective_settings
+
+    values = effective_settings(_settings(args))
+    if args.json:
+        print(json.dumps(values, indent=2))
+        return 0
+    for name, value in values.items():
+        shown = (
+            "(unset)" if value is None else value if isinstance(value, str) else json.dumps(value)
+        )
+        print(f"{name}={shown}")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -408,10 +607,24 @@ def build_parser() -> argparse.ArgumentParser:
     model_opt(p)
     p.set_defaults(func=cmd_worker)
 
+    p = sub.add_parser(
+        "reconcile",
+        help="re-queue batches of dead workers and jobs never fully queued (workers do this "
+        "every CDEQ_INGEST__RECONCILE_INTERVAL_S)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
+
     p = sub.add_parser("worker-health", help="exit 0 when this host's worker answers a ping")
     p.add_argument("--hostname", help="worker host name (default: this host)")
     p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(func=cmd_worker_health)
+
+    p = sub.add_parser(
+        "config", help="print the effective settings (environment, .env, defaults); secrets masked"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("serve", help="start the HTTP API (OpenAI-compatible /v1/embeddings)")
     p.add_argument("--host")
@@ -423,28 +636,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model_opt(p)
     p.set_defaults(func=cmd_serve)
+
+    # --debug is accepted before or after the command name, by every command.
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP
+        )
     return parser
 
 
+DEBUG_HELP = "show the traceback of an unexpected error"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _report(exc: CdeqError) -> None:
+    problems = exc.problems if isinstance(exc, InvalidInput) else []
+    if len(problems) <= 1:
+        print(f"error: {exc}", file=sys.stderr)
+        return
+    print(f"error: {len(problems)} problems:", file=sys.stderr)
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"  {problem}", file=sys.stderr)
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        print(f"  … and {len(problems) - MAX_PROBLEMS_SHOWN} more", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("CDEQ_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Messages may quote any text a user sent (ids, file names): never fail on printing them.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    level = os.environ.get("CDEQ_LOG_LEVEL", "WARNING").upper()
+    if level not in LOG_LEVELS:
+        print(
+            f"error: CDEQ_LOG_LEVEL: unknown level {level!r} (use one of {', '.join(LOG_LEVELS)})",
+            file=sys.stderr,
+        )
+        return EXIT_CODES[InvalidInput]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except CdeqError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        for kind, code in EXIT_CODES.items():
-            if isinstance(exc, kind):
-                return code
-        return 1
+        if debug:
+            traceback.print_exc()
+        _report(exc)
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug or an unforeseen failure: one line, the rest on demand
+        if debug:
+            raise
+        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(
+            f"error: unexpected {type(exc).__name__}{': ' + message if message else ''} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":

@@ -1,16 +1,37 @@
 """Settings: one root class, nested groups, env prefix `CDEQ_`, `__` for nesting.
 
-Nothing reads the environment at import time: entry points call `Settings()` (or
-`load_settings()`) once and pass the values down as plain arguments.
+Nothing reads the environment at import time: entry points call `load_settings()` once and
+pass the values down as plain arguments. Values come from the environment, then from a `.env`
+file in the current directory (the environment wins).
 Example: `CDEQ_QDRANT__URL=http://qdrant:6333`, `CDEQ_API__KEYS='["k1","k2"]'`.
+
+`load_settings` also turns every operator mistake into a clear message: an invalid value
+raises one `InvalidInput` with a line per variable, and an unknown `CDEQ_*` name (a typo such
+as `CDEQ_QDRANT__ULR`) is logged as a warning naming the closest valid one.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "CDEQ_"
+ENV_FILE = ".env"
+# CDEQ_* variables that are not settings but are read by entry points or tests.
+OTHER_VARIABLES = frozenset({"CDEQ_LOG_LEVEL", "CDEQ_V2_WEIGHTS", "CDEQ_V2_NQ"})
+_IGNORED_PREFIXES = ("CDEQ_TEST_",)
 
 
 class ModelSettings(BaseModel):
@@ -55,6 +76,9 @@ class IngestSettings(BaseModel):
     batch_size: int = Field(64, ge=1, le=10_000, description="documents per worker task")
     max_documents_per_job: int = Field(100_000, ge=1)
     max_text_chars: int = Field(100_000, ge=1, description="longest accepted document text")
+    max_metadata_bytes: int = Field(
+        64 * 1024, ge=2, description="largest accepted metadata of a document, as UTF-8 JSON"
+    )
     min_context_documents: int = Field(
         32, ge=2, description="fewer documents than this in a first ingest → generic context"
     )
@@ -74,16 +98,49 @@ class IngestSettings(BaseModel):
     max_retries: int = Field(20, ge=0)
     retry_backoff_max_s: int = Field(60, ge=1)
     context_lock_timeout_s: int = Field(
-        1800, ge=1, description="a context build holds its lock this long at most"
+        60,
+        ge=1,
+        description="TTL of a context build's lock, renewed while the build runs: a dead "
+        "builder's lock expires within this",
     )
     job_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="how long job records are kept in Redis"
+    )
+    # ---- recovery: leases, reconciler, crash caps (queued mode) ----
+    max_deliveries: int = Field(
+        3, ge=1, description="a batch whose worker crashed this many times fails"
+    )
+    lease_ttl_s: float = Field(
+        60.0, gt=0, le=3600, description="a batch without a heartbeat for this long is re-queued"
+    )
+    heartbeat_s: float = Field(
+        10.0, gt=0, description="how often a worker renews the leases of its running batches"
+    )
+    reconcile_interval_s: float = Field(
+        30.0, gt=0, description="how often a worker looks for expired leases and stalled jobs"
+    )
+    job_deadline_s: float = Field(
+        900.0,
+        gt=0,
+        description="a job with no worker activity (nothing leased, nothing queued) for this "
+        "long has its remaining batches failed",
+    )
+    worker_max_memory_per_child: int | None = Field(
+        None, ge=1, description="KiB of resident memory after which a pool process is replaced"
     )
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> IngestSettings:
         if self.task_time_limit_s <= self.task_soft_time_limit_s:
-            raise ValueError("task_time_limit_s must exceed task_soft_time_limit_s")
+            raise ValueError(
+                f"TASK_TIME_LIMIT_S ({self.task_time_limit_s}) must exceed "
+                f"TASK_SOFT_TIME_LIMIT_S ({self.task_soft_time_limit_s})"
+            )
+        if self.heartbeat_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"heartbeat_s ({self.heartbeat_s}) must be shorter than lease_ttl_s "
+                f"({self.lease_ttl_s}), or live batches would look dead"
+            )
         return self
 
 
@@ -97,6 +154,15 @@ class ApiSettings(BaseModel):
     allow_open: bool = Field(False, description="serve without keys on a non-loopback address")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_inputs: int = Field(2048, ge=1, description="inputs per /v1/embeddings request")
+    max_ingest_in_flight: int = Field(
+        4, ge=1, description="queued ingest requests being validated and queued at once; more → 429"
+    )
+    in_flight_wait_ms: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="how long a queued ingest request may wait for a slot before a 429",
+    )
     model_name: str = Field("cde-small-v1", description="the `model` name the API reports")
 
 
@@ -135,7 +201,12 @@ class LogSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CDEQ_", env_nested_delimiter="__", extra="ignore", protected_namespaces=()
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        protected_namespaces=(),
     )
 
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
@@ -147,6 +218,102 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
 
 
+def variable_names() -> list[str]:
+    """Every CDEQ_* variable that is a setting: each group (as JSON) and each of its fields."""
+    names = []
+    for group, info in Settings.model_fields.items():
+        names.append(f"{ENV_PREFIX}{group.upper()}")
+        model = info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names.extend(f"{ENV_PREFIX}{group.upper()}__{f.upper()}" for f in model.model_fields)
+    return names
+
+
+def unknown_variables(environ: Iterable[str], dotenv: Iterable[str] = ()) -> list[str]:
+    """A warning for each CDEQ_* name that no setting reads, naming the closest valid one.
+
+    In a `.env` file, names without `__` are docker compose's own variables (see
+    .env.example), not cdeq settings, so they are left alone."""
+    valid = variable_names()
+    known = set(valid) | OTHER_VARIABLES
+    found = [(name, "the environment") for name in environ]
+    found += [(name, ENV_FILE) for name in dotenv if "__" in name]
+    warnings = []
+    for name, source in found:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        if upper.startswith(_IGNORED_PREFIXES):
+            continue
+        close = difflib.get_close_matches(upper, valid, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "`cdeq config` lists the settings"
+        warnings.append(f"{name} (in {source}) is not a cdeq setting and is ignored: {hint}")
+    return warnings
+
+
+def _dotenv_names(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    from dotenv import dotenv_values  # pydantic-settings' own .env reader
+
+    try:
+        return list(dotenv_values(path, encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return []  # pydantic-settings reports an unreadable .env itself
+
+
+def _shown_input(name: str, value: Any) -> str:
+    if any(word in name for word in ("KEY", "PASSWORD", "SECRET", "TOKEN")):
+        return ""  # never echo what may be a secret
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) > 60:
+        text = text[:60] + "…"
+    return f" (got {text!r})"
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per invalid value, naming the variable that sets it."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        name = ENV_PREFIX + "__".join(part.upper() for part in loc[:2])
+        if len(loc) > 2:  # an item of a list setting
+            name += "[" + "][".join(loc[2:]) + "]"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        shown = _shown_input(name, error.get("input")) if len(loc) >= 2 else ""
+        problems.append(f"{name}: {message}{shown}")
+    return problems
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment now (never at import) and apply explicit overrides."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Read the environment and `.env` now (never at import) and apply explicit overrides.
+
+    Logs a warning for each unknown CDEQ_* variable; raises `InvalidInput` listing every
+    invalid value, one line per variable."""
+    for warning in unknown_variables(os.environ, _dotenv_names(Path(ENV_FILE))):
+        log.warning("%s", warning)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise InvalidInput(settings_problems(exc), field="settings") from None
+
+
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting by its variable name, as JSON values; secrets masked, unset ones None."""
+    values: dict[str, Any] = {}
+    for group in Settings.model_fields:
+        model = getattr(settings, group)
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            values[f"{ENV_PREFIX}{group.upper()}__{name.upper()}"] = _masked(value)
+    return values
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "**********" if value.get_secret_value() else ""
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _masked(v) for k, v in value.items()}
+    return value

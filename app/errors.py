@@ -54,6 +54,11 @@ class StoreUnavailable(CdeqError):
         self.retry_after_s = retry_after_s
 
 
+class ResourceBusy(CdeqError):
+    """A local resource cdeq needs is held by another process: a local Qdrant folder, or the
+    port `cdeq serve` should listen on. Not retried: another process owns it."""
+
+
 class Overloaded(CdeqError):
     """Too much work in flight; the caller should come back after ``retry_after_s``."""
 
@@ -64,3 +69,12 @@ class Overloaded(CdeqError):
 
 class InputTooLong(InvalidInput):
     """A text is longer than the model's limit and the caller asked not to truncate it."""
+
+
+class DeviceOutOfMemory(CdeqError):
+    """A single text does not fit in the accelerator's memory even alone (batches are split
+    first); the device may have room again after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

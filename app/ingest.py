@@ -4,11 +4,16 @@
 process (in-process mode). Both record the job the same way (in Redis, or in this process's
 memory) and run every batch through `process_batch` with the same failure policy
 (`batch_failed`), so a document is stored, or fails with the same reason, in either mode.
+
+Queued batches also go through `start_delivery` / `end_delivery`: each run holds a lease in
+Redis and is counted, so a batch whose worker died is found by the reconciler
+(`app.reconcile`) and a batch that kills its worker again and again fails instead of looping.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -17,7 +22,7 @@ from typing import Any
 
 from app.documents import Document, validate_documents
 from app.errors import CdeqError, ContextNotReady, StoreUnavailable
-from app.jobs import BatchOutcome, Corpus, JobStatus, context_sample, split
+from app.jobs import BatchOutcome, Corpus, JobStatus, RedisJobStore, Start, context_sample, split
 from app.model import Progress
 from app.service import Cdeq
 from app.store import PointRecord
@@ -37,9 +42,6 @@ class Batch:
     index: int
     documents: list[dict[str, Any]]  # Document.to_dict() of each
 
-    def as_args(self) -> list[Any]:
-        return [self.job_id, self.collection, self.index, self.documents]
-
     @property
     def document_ids(self) -> list[str]:
         return [str(d["id"]) for d in self.documents]
@@ -57,21 +59,38 @@ def _validate(svc: Cdeq, collection: str, documents: object) -> list[Document]:
         documents,
         max_documents=settings.max_documents_per_job,
         max_text_chars=settings.max_text_chars,
+        max_metadata_bytes=settings.max_metadata_bytes,
     )
 
 
 def _record(
-    svc: Cdeq, collection: str, docs: list[Document], request_id: str | None = None
+    svc: Cdeq,
+    collection: str,
+    docs: list[Document],
+    *,
+    job_id: str = "",
+    queued: bool = False,
+    request_id: str | None = None,
 ) -> tuple[str, list[Batch]]:
-    """Record a new job and cut it into batches."""
+    """Record a new job and cut it into batches; `queued` stores the batches' documents with
+    the job record, in the same transaction. `request_id` (the API request's) is kept too."""
     settings = svc.settings.ingest
-    job_id = uuid.uuid4().hex
+    job_id = job_id or uuid.uuid4().hex
     batches = [
         Batch(job_id, collection, index, [d.to_dict() for d in chunk])
         for index, chunk in enumerate(split(docs, settings.batch_size))
     ]
     sample = context_sample(docs, settings.context_sample_size, settings.context_seed)
-    svc.jobs.create(job_id, collection, len(docs), len(batches), sample, request_id=request_id)
+    payloads = [b.documents for b in batches] if queued else None
+    svc.jobs.create(
+        job_id,
+        collection,
+        len(docs),
+        len(batches),
+        sample,
+        payloads=payloads,
+        request_id=request_id,
+    )
     return job_id, batches
 
 
@@ -94,7 +113,7 @@ def submit(
         return enqueue(collection, documents, service=service, request_id=request_id)
     docs = _validate(service, collection, documents)
     service.embedder  # noqa: B018 (a model that cannot load fails the call, not each batch)
-    job_id, batches = _record(service, collection, docs, request_id)
+    job_id, batches = _record(service, collection, docs, request_id=request_id)
     _run_here(service, batches, len(docs), on_progress)
     return job_id
 
@@ -102,16 +121,36 @@ def submit(
 def enqueue(
     collection: str, documents: Sequence[Any], *, service: Cdeq, request_id: str | None = None
 ) -> str:
-    """Validate, record and queue a job for the workers (needs Redis); returns the job id."""
+    """Validate, record and queue a job for the workers (needs Redis); returns the job id.
+
+    The job and all its documents are recorded in one transaction, then each batch is queued.
+    If Redis fails while recording, this raises and there is no job. If it fails while
+    queuing, the job exists and is returned: a worker's reconciler queues what was not sent,
+    so the job still completes."""
     docs = _validate(service, collection, documents)
     dispatcher = service.dispatcher  # fails clearly before anything is recorded without Redis
-    job_id, batches = _record(service, collection, docs, request_id)
+    job_id = uuid.uuid4().hex
+    try:
+        job_id, batches = _record(
+            service, collection, docs, job_id=job_id, queued=True, request_id=request_id
+        )
+    except StoreUnavailable as exc:
+        raise StoreUnavailable(
+            f"job {job_id} was not accepted: {exc} (if Redis recorded it before failing, a "
+            f"worker completes it; `cdeq status {job_id}` tells once Redis is back)",
+            retry_after_s=exc.retry_after_s,
+        ) from exc
     try:
         for batch in batches:
-            dispatcher.send_batch(*batch.as_args())
+            dispatcher.send_batch(job_id, batch.index)
+        service.jobs.mark_dispatched(job_id)
     except StoreUnavailable as exc:
-        service.jobs.fail(job_id, f"could not queue all batches: {exc}")
-        raise
+        log.warning(
+            "job %s is recorded but not all its batches were queued (%s); a worker's "
+            "reconciler queues the rest once Redis answers",
+            job_id,
+            exc,
+        )
     return job_id
 
 
@@ -213,9 +252,14 @@ def fail_batch(svc: Cdeq, batch: Batch, reason: str) -> None:
     )
 
 
-def retry_countdown(retries: int, retry_after_s: float, cap_s: int) -> float:
-    """max(the store's retry-after, 2^retries) seconds, capped."""
-    return float(min(cap_s, max(retry_after_s, 2.0**retries)))
+def retry_countdown(
+    retries: int, retry_after_s: float, cap_s: int, *, jitter: random.Random | None = None
+) -> float:
+    """max(the store's retry-after, 2^retries) seconds, capped, minus up to a quarter at random
+    (so the batches that failed together do not all come back at the same instant)."""
+    base = float(min(cap_s, max(retry_after_s, 2.0**retries)))
+    spread = (jitter or random).uniform(0.75, 1.0)
+    return max(min(retry_after_s, float(cap_s)), base * spread)
 
 
 def batch_failed(svc: Cdeq, batch: Batch, exc: BaseException, *, retries: int) -> float | None:
@@ -237,3 +281,70 @@ def batch_failed(svc: Cdeq, batch: Batch, exc: BaseException, *, retries: int) -
     log.error("job %s batch %d failed: %s", batch.job_id, batch.index, reason)
     fail_batch(svc, batch, reason)
     return None
+
+
+# ---- queued deliveries: leases, crash counts, time limits ---------------------------------------
+def leased_jobs(svc: Cdeq) -> RedisJobStore:
+    """The Redis job store (leases exist only with a queue)."""
+    jobs = svc.jobs
+    if not isinstance(jobs, RedisJobStore):
+        raise StoreUnavailable("batch leases need Redis: set CDEQ_REDIS__URL", retry_after_s=0)
+    return jobs
+
+
+def crashed_reason(crashes: int) -> str:
+    return (
+        f"worker crashed {crashes} times on this batch (killed, out of memory, or lost Redis "
+        "before recording it)"
+    )
+
+
+def start_delivery(svc: Cdeq, job_id: str, index: int, token: str) -> Batch | None:
+    """Lease a queued batch for this run and load its documents. None when there is nothing
+    to run: the batch is counted already, its job is gone or finished, or workers died on it
+    `max_deliveries` times (its documents are then recorded as failed)."""
+    settings = svc.settings.ingest
+    jobs = leased_jobs(svc)
+    decision, crashes = jobs.begin_delivery(
+        job_id,
+        index,
+        token,
+        lease_ttl_s=settings.lease_ttl_s,
+        max_deliveries=settings.max_deliveries,
+    )
+    if decision == Start.MISSING:
+        log.warning("job %s batch %d: the job does not exist (expired?); dropped", job_id, index)
+        return None
+    if decision == Start.SKIP:
+        return None
+    loaded = jobs.load_batch(job_id, index)
+    if loaded is None:
+        return None
+    batch = Batch(job_id, loaded[0], index, loaded[1])
+    if decision == Start.CRASHED_OUT:
+        reason = crashed_reason(crashes)
+        log.error("job %s batch %d failed: %s", job_id, index, reason)
+        fail_batch(svc, batch, reason)
+        jobs.end_delivery(job_id, index, None)
+        return None
+    if crashes:
+        log.warning("job %s batch %d: delivery after %d crash(es)", job_id, index, crashes)
+    return batch
+
+
+def end_delivery(svc: Cdeq, batch: Batch, token: str, *, retry_in_s: float | None = None) -> None:
+    """This run of the batch ended cleanly (recorded, or a retry scheduled in `retry_in_s`:
+    the lease then stays until the retry is due, plus one lease TTL)."""
+    keep = 0.0 if retry_in_s is None else retry_in_s + svc.settings.ingest.lease_ttl_s
+    leased_jobs(svc).end_delivery(batch.job_id, batch.index, token, keep_for_s=keep)
+
+
+def fail_timed_out(svc: Cdeq, job_id: str, index: int, reason: str) -> None:
+    """A batch whose run was killed for its time limit (by the worker's parent process):
+    record its documents as failed and end the delivery, so its job finishes."""
+    jobs = leased_jobs(svc)
+    loaded = jobs.load_batch(job_id, index)
+    if loaded is not None:
+        log.error("job %s batch %d failed: %s", job_id, index, reason)
+        fail_batch(svc, Batch(job_id, loaded[0], index, loaded[1]), reason)
+    jobs.end_delivery(job_id, index, None)

@@ -1,7 +1,9 @@
 """Locks that keep a collection's context build to one builder at a time.
 
 With Redis the lock is shared by every worker process; in-process mode needs only a thread
-lock (one process owns the local Qdrant folder).
+lock (one process owns the local Qdrant folder). The Redis lock has a short TTL that a thread
+renews while the build runs, so a builder that dies loses its lock within one TTL and another
+worker takes over.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import redis
+from redis.lock import Lock
 
 from app.errors import ContextNotReady, StoreUnavailable
 
@@ -20,13 +23,32 @@ log = logging.getLogger(__name__)
 LockFactory = Callable[[str], AbstractContextManager[None]]
 
 
-def redis_lock_factory(client: redis.Redis, *, timeout_s: int, wait_s: float) -> LockFactory:
-    """Cross-process lock: one worker builds a collection's context, the others retry."""
+LOCK_KEY = "cdeq:lock:context:{}"
+
+
+def _renew_while_held(handle: Lock, ttl_s: float, stop: threading.Event, name: str) -> None:
+    """Extend the lock to a full TTL every third of it, until `stop` is set."""
+    while not stop.wait(ttl_s / 3):
+        try:
+            handle.reacquire()
+        except redis.RedisError as exc:  # LockError included
+            # Redis down or the lock lost: the build goes on; its write is idempotent anyway.
+            log.warning("could not renew the context lock of %r: %s", name, exc)
+
+
+def redis_lock_factory(client: redis.Redis, *, timeout_s: float, wait_s: float) -> LockFactory:
+    """Cross-process lock: one worker builds a collection's context, the others retry.
+
+    The lock lives `timeout_s` and is renewed while held, so it outlives a slow build but not
+    a dead builder."""
 
     @contextmanager
     def lock(collection: str) -> Iterator[None]:
         handle = client.lock(
-            f"cdeq:lock:context:{collection}", timeout=timeout_s, blocking_timeout=wait_s
+            LOCK_KEY.format(collection),
+            timeout=timeout_s,
+            blocking_timeout=wait_s,
+            thread_local=False,  # the renewing thread must see the holder's token
         )
         try:
             acquired = handle.acquire()
@@ -37,9 +59,19 @@ def redis_lock_factory(client: redis.Redis, *, timeout_s: int, wait_s: float) ->
                 f"the context of {collection!r} is being built by another worker",
                 retry_after_s=5.0,
             )
+        stop = threading.Event()
+        renewer = threading.Thread(
+            target=_renew_while_held,
+            args=(handle, float(timeout_s), stop, collection),
+            name=f"cdeq-lock-{collection}",
+            daemon=True,
+        )
+        renewer.start()
         try:
             yield
         finally:
+            stop.set()
+            renewer.join()
             try:
                 handle.release()
             except redis.exceptions.LockError:

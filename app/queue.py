@@ -1,14 +1,16 @@
 """The ingest queue: a Celery app configured from Settings, and how batches are handed to it.
 
 Producers send tasks by name (no worker code imported); workers/ registers the task under
-the same name. Without Redis (in-process mode) there is no queue: `app.ingest` runs batches
+the same name. A message carries only (job id, batch index): the batch's documents are in the
+job record (`app.jobs`), written once, so nothing is sent twice. Without Redis (in-process mode) there is no queue: `app.ingest` runs batches
 itself.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
+import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
@@ -43,7 +45,13 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,  # one batch at a time per GPU worker
         task_soft_time_limit=settings.ingest.task_soft_time_limit_s,
         task_time_limit=settings.ingest.task_time_limit_s,
+        # The last resort only: batch leases and the reconciler re-queue a dead worker's batch
+        # within minutes (app.reconcile).
         broker_transport_options={"visibility_timeout": visibility_timeout_s(settings)},
+        worker_max_memory_per_child=settings.ingest.worker_max_memory_per_child,
+        # A pool process loads the model before it reports ready; Celery's 4 s default kills
+        # a replacement process (after a crash or a memory limit) before it can, forever.
+        worker_proc_alive_timeout=120.0,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -51,10 +59,16 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def queued_messages(client: redis.Redis) -> int:
+    """Messages waiting in the broker's `ingest` list (not those a worker holds)."""
+    try:
+        return int(client.llen(INGEST_QUEUE))
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"Redis is unreachable ({exc})", retry_after_s=2.0) from exc
+
+
 class Dispatcher(Protocol):
-    def send_batch(
-        self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]
-    ) -> None: ...
+    def send_batch(self, job_id: str, index: int) -> None: ...
 
 
 class CeleryDispatcher:
@@ -63,16 +77,14 @@ class CeleryDispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def send_batch(
-        self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]
-    ) -> None:
+    def send_batch(self, job_id: str, index: int) -> None:
         try:
             self.app.send_task(
                 TASK_INGEST_BATCH,
-                args=[job_id, collection, index, documents],
+                args=[job_id, index],
                 queue=INGEST_QUEUE,
                 retry=True,
                 retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
             )
-        except OperationalError as exc:
+        except (OperationalError, redis.RedisError, OSError) as exc:
             raise StoreUnavailable(f"could not queue a batch: {exc}", retry_after_s=2.0) from exc

@@ -2,7 +2,9 @@
 
 The task runs `process_batch` and hands any failure to `batch_failed`, the failure policy it
 shares with in-process runs: transient errors are retried with capped backoff, everything
-else records the batch's documents as failed, so a job always finishes.
+else records the batch's documents as failed, so a job always finishes. Each run holds a
+lease on its batch (`start_delivery`), renewed by a keeper thread that also runs the
+reconciler; a hard time limit, seen in the parent process, records the batch as failed.
 
 The one per-process holder (`_runtime`) is set by `create_app` (the settings) and filled in
 each pool process on first use (the service, model included: after fork).
@@ -12,18 +14,37 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import (
+    task_failure,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from app.config import Settings
-from app.errors import CdeqError
-from app.ingest import Batch, batch_failed, fail_batch, process_batch
+from app.errors import CdeqError, StoreUnavailable
+from app.ingest import (
+    Batch,
+    batch_failed,
+    end_delivery,
+    fail_batch,
+    fail_timed_out,
+    leased_jobs,
+    process_batch,
+    start_delivery,
+)
+from app.jobs.redis_store import lease_member
 from app.logs import request_id
 from app.queue import TASK_INGEST_BATCH, make_celery
+from app.reconcile import reconcile
 from app.service import Cdeq
 
 log = logging.getLogger(__name__)
@@ -55,18 +76,91 @@ def set_worker_service(service: Cdeq | None) -> None:
         _runtime.service = service
 
 
-def ingest_batch(
-    self: Task, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """Celery task `cdeq.ingest_batch`: one batch through `process_batch`; retry or fail."""
+class _Keeper:
+    """A thread in the process that runs tasks: renews the leases of its running batches every
+    `heartbeat_s` (it dies with the process, so a dead worker's leases expire) and runs the
+    reconciler every `reconcile_interval_s`."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}  # lease member → token
+        self.guard = threading.Lock()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def hold(self, job_id: str, index: int, token: str) -> None:
+        with self.guard:
+            self.held[lease_member(job_id, index)] = token
+
+    def release(self, job_id: str, index: int) -> None:
+        with self.guard:
+            self.held.pop(lease_member(job_id, index), None)
+
+    def start(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            return
+        self.stop.clear()
+        self.thread = threading.Thread(target=self._run, name="cdeq-keeper", daemon=True)
+        self.thread.start()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+
+    def _run(self) -> None:
+        svc = worker_service()
+        settings = svc.settings.ingest
+        next_reconcile = 0.0  # at once: a worker that starts recovers what others left
+        while True:
+            with self.guard:
+                held = dict(self.held)
+            try:
+                leased_jobs(svc).renew_leases(held, settings.lease_ttl_s)
+                if time.monotonic() >= next_reconcile:
+                    next_reconcile = time.monotonic() + settings.reconcile_interval_s
+                    report = reconcile(service=svc)
+                    if report.requeued or report.failed_jobs:
+                        log.warning("reconciler: %s", report.to_dict())
+            except CdeqError as exc:  # Redis down: the next beat tries again
+                log.warning("heartbeat/reconcile: %s", exc)
+            except Exception:  # never let the keeper die: a live worker must keep its leases
+                log.exception("heartbeat/reconcile failed")
+            if self.stop.wait(settings.heartbeat_s):
+                return
+
+
+_keeper = _Keeper()
+
+
+def ingest_batch(self: Task, job_id: str, index: Any, *legacy: Any) -> dict[str, Any]:
+    """Celery task `cdeq.ingest_batch(job_id, index)`: one leased run of `process_batch`;
+    retry or fail by `batch_failed`. Messages queued by cdeq < 0.2 carry
+    (job_id, collection, index, documents) and run without a lease."""
     svc = worker_service()
-    batch = Batch(job_id, collection, index, documents)
-    token = request_id.set(_request_of(svc, job_id))
+    if legacy:
+        return _run(self, svc, Batch(job_id, str(index), int(legacy[0]), legacy[1]), None)
+    token = uuid.uuid4().hex
     try:
-        log.info("job %s batch %d: started (request %s)", job_id, index, request_id.get())
-        return _run_batch(self, svc, batch)
+        batch = start_delivery(svc, job_id, int(index), token)
+    except StoreUnavailable as exc:  # Redis down: come back later (or the reconciler will)
+        raise self.retry(exc=exc, countdown=exc.retry_after_s, max_retries=None) from exc
+    if batch is None:
+        return {"state": "skipped"}
+    _keeper.hold(job_id, batch.index, token)
+    try:
+        return _run(self, svc, batch, token)
     finally:
-        request_id.reset(token)
+        _keeper.release(job_id, batch.index)
+
+
+def _run(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[str, Any]:
+    """`_run_batch` with the request id of the job's API request in every log line."""
+    tag = request_id.set(_request_of(svc, batch.job_id))
+    try:
+        log.info(
+            "job %s batch %d: started (request %s)", batch.job_id, batch.index, request_id.get()
+        )
+        return _run_batch(self, svc, batch, token)
+    finally:
+        request_id.reset(tag)
 
 
 def _request_of(svc: Cdeq, job_id: str) -> str | None:
@@ -77,23 +171,38 @@ def _request_of(svc: Cdeq, job_id: str) -> str | None:
         return None
 
 
-def _run_batch(self: Any, svc: Cdeq, batch: Batch) -> dict[str, Any]:
-    job_id, index = batch.job_id, batch.index
+def _run_batch(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[str, Any]:
+    # An exception that escapes (Redis gone while recording) leaves the lease to expire: the
+    # reconciler then re-queues the batch, and its delivery count caps the attempts.
+    splits = svc.embedder.oom_splits if svc.has("embedder") else 0
     try:
         outcome = process_batch(svc, batch)
     except SoftTimeLimitExceeded:
         limit = svc.settings.ingest.task_soft_time_limit_s
         fail_batch(svc, batch, f"took longer than {limit}s")
-        return {"state": "failed"}
+        result: dict[str, Any] = {"state": "failed"}
     except Exception as exc:
         countdown = batch_failed(svc, batch, exc, retries=self.request.retries)
         if countdown is None:
-            return {"state": "failed"}
-        log.warning("job %s batch %d: %s; retry in %.0fs", job_id, index, exc, countdown)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
-    if outcome is None:
-        return {"state": "already_done"}
-    return {"state": "done", "succeeded": outcome.succeeded}
+            result = {"state": "failed"}
+        else:
+            log.warning(
+                "job %s batch %d: %s; retry in %.0fs", batch.job_id, batch.index, exc, countdown
+            )
+            if token is not None:
+                end_delivery(svc, batch, token, retry_in_s=countdown)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+    else:
+        result = (
+            {"state": "already_done"}
+            if outcome is None
+            else {"state": "done", "succeeded": outcome.succeeded}
+        )
+    if token is not None:
+        end_delivery(svc, batch, token)
+        if svc.has("embedder") and svc.embedder.oom_splits > splits:
+            leased_jobs(svc).count(oom_splits=svc.embedder.oom_splits - splits)
+    return result
 
 
 def create_app(settings: Settings) -> Celery:
@@ -106,7 +215,8 @@ def create_app(settings: Settings) -> Celery:
 
 @worker_process_init.connect
 def _load_model_after_fork(**_: Any) -> None:
-    """Warm the model in each pool process (never in the parent: CUDA does not survive fork)."""
+    """Warm the model in each pool process (never in the parent: CUDA does not survive fork),
+    and start its heartbeat + reconciler thread."""
     if _runtime.settings is None:
         return
     try:
@@ -114,3 +224,55 @@ def _load_model_after_fork(**_: Any) -> None:
         log.info("model %s loaded on %s", embedder.model_id, embedder.device)
     except CdeqError as exc:  # reported again, with its reason, on the first task
         log.error("could not load the model: %s", exc)
+    # After the model: the keeper's first pass must not race the pool process's start-up.
+    _keeper.start()
+
+
+@worker_ready.connect
+def _keeper_without_pool_processes(sender: Any = None, **_: Any) -> None:
+    """With the solo or threads pool, tasks run in this process: it keeps the leases."""
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    if _runtime.settings is None or isinstance(getattr(sender, "pool", None), PreforkPool):
+        return
+    _keeper.start()
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _stop_keeper(**_: Any) -> None:
+    _keeper.shutdown()
+
+
+@task_failure.connect
+def _hard_time_limit(
+    sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
+) -> None:
+    """The parent process killed a pool process for the hard time limit: record the batch as
+    failed (Celery acks its message), so its job finishes."""
+    if not isinstance(exception, TimeLimitExceeded) or _runtime.settings is None:
+        return
+    if getattr(sender, "name", None) != TASK_INGEST_BATCH or not args or len(args) != 2:
+        return
+    limit = _runtime.settings.ingest.task_time_limit_s
+    svc = Cdeq(_runtime.settings)  # Redis only: the parent never loads the model or the store
+    try:
+        fail_timed_out(
+            svc, str(args[0]), int(args[1]), f"took longer than the hard time limit ({limit}s)"
+        )
+    except CdeqError as exc:  # the lease then expires and the reconciler takes over
+        log.error("could not record a timed-out batch: %s", exc)
+    finally:
+        svc.close()
+
+
+def __getattr__(name: str) -> Any:
+    """`celery -A workers.celery_app worker|inspect|events|report` (and Flower) find the app as
+    `celery`: built from the settings (environment, `.env`) on first access, never at import."""
+    if name == "celery":
+        from app.config import load_settings
+
+        app = create_app(load_settings())
+        globals()["celery"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

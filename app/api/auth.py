@@ -2,7 +2,9 @@
 
 Keys are compared in constant time against every configured hash and never logged. With no
 keys configured the API is open, which `exposure_check` allows only on a loopback address
-unless the operator opted in (`allow_open`, `cdeq serve --open`).
+unless the operator opted in (`allow_open`, `cdeq serve --open`). Outside loopback every key
+must also look like a real secret: at least `MIN_KEY_CHARS` characters and not a placeholder
+such as .env.example's `change-me-openssl-rand-hex-32`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from app.config import ApiSettings
 from app.errors import InvalidInput
 
 log = logging.getLogger(__name__)
+
+MIN_KEY_CHARS = 32  # `openssl rand -hex 32` gives 64
+_PLACEHOLDERS = ("change-me", "changeme", "replace-me", "your-key", "example")
 
 
 class Access(Enum):
@@ -48,6 +53,7 @@ class KeyRing:
     def __init__(self, read_write: Iterable[str], read_only: Iterable[str]) -> None:
         self._read_write = [_digest(k.encode("utf-8")) for k in read_write]
         self._read_only = [_digest(k.encode("utf-8")) for k in read_only]
+        self.weak: list[str] = []  # which keys are too short or placeholders (names, not keys)
 
     @classmethod
     def from_settings(cls, api: ApiSettings) -> KeyRing:
@@ -62,7 +68,12 @@ class KeyRing:
             problems.append("api.read_only_keys: a key is listed as both read-write and read-only")
         if problems:
             raise InvalidInput(problems, field="api.keys")
-        return cls(read_write, read_only)
+        ring = cls(read_write, read_only)
+        for name, keys in (("CDEQ_API__KEYS", read_write), ("CDEQ_API__READ_ONLY_KEYS", read_only)):
+            for i, key in enumerate(keys):
+                if weakness := weak_key(key):
+                    ring.weak.append(f"{name}[{i}]: {weakness}")
+        return ring
 
     @property
     def open(self) -> bool:
@@ -80,6 +91,16 @@ class KeyRing:
         return None
 
 
+def weak_key(key: str) -> str | None:
+    """Why ``key`` is not fit to guard a network-facing API, or None when it is."""
+    lowered = key.lower()
+    if any(word in lowered for word in _PLACEHOLDERS):
+        return "a placeholder, not a secret (generate one: openssl rand -hex 32)"
+    if len(key) < MIN_KEY_CHARS:
+        return f"{len(key)} characters, fewer than {MIN_KEY_CHARS} (generate one: openssl rand -hex 32)"
+    return None
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -90,8 +111,19 @@ def is_loopback(host: str) -> bool:
 
 
 def exposure_check(api: ApiSettings, keys: KeyRing) -> None:
-    """Refuse an open API on a non-loopback address unless the operator opted in."""
+    """Refuse an open API, or one guarded by weak keys, on a non-loopback address (an open
+    one is allowed when the operator opted in)."""
     if not keys.open:
+        if keys.weak and not is_loopback(api.host):
+            raise InvalidInput(
+                [
+                    f"{weak}; refused when serving on {api.host} (not loopback)"
+                    for weak in keys.weak
+                ],
+                field="api.keys",
+            )
+        if keys.weak:
+            log.warning("weak API keys, accepted on loopback only: %s", "; ".join(keys.weak))
         return
     if is_loopback(api.host):
         log.warning(

@@ -42,10 +42,11 @@ def _service(request: Request) -> Cdeq:
 async def add_documents(name: str, request: Request) -> Response:
     service = _service(request)
     req = await read_body(request, DocumentsRequest)
-    if service.queued:
-        job_id = await run_in_threadpool(
-            lambda: submit(name, req.documents, service=service, request_id=request_id.get())
-        )
+    if service.queued:  # validating and queueing holds the documents: bounded, like embedding
+        async with request.app.state.ingest_in_flight.slot():
+            job_id = await run_in_threadpool(
+                lambda: submit(name, req.documents, service=service, request_id=request_id.get())
+            )
         return JSONResponse(
             {"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"}
         )

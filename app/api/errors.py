@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.errors import (
     CdeqError,
     ContextNotReady,
+    DeviceOutOfMemory,
     InputTooLong,
     InvalidInput,
     ModelLoadError,
@@ -172,7 +173,7 @@ def _retry_later(
     """A handler for errors that carry `retry_after_s` (503 dependency down, 429 overload)."""
 
     async def handler(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ContextNotReady | StoreUnavailable | Overloaded)
+        assert isinstance(exc, ContextNotReady | StoreUnavailable | Overloaded | DeviceOutOfMemory)
         return error_response(
             status, str(exc), type_=type_, code=code, headers=retry_after(exc.retry_after_s)
         )
@@ -240,6 +241,9 @@ def install(app: FastAPI) -> None:
         StoreUnavailable, _retry_later(503, SERVER_ERROR, "store_unavailable")
     )
     app.add_exception_handler(Overloaded, _retry_later(429, "rate_limit_error", "overloaded"))
+    app.add_exception_handler(
+        DeviceOutOfMemory, _retry_later(503, SERVER_ERROR, "device_out_of_memory")
+    )
     app.add_exception_handler(ModelLoadError, _model_load)
     app.add_exception_handler(CdeqError, _cdeq_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)

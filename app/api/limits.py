@@ -1,12 +1,18 @@
-"""Request limits: the body size (checked on Content-Length and counted while reading).
+"""Request limits: the body size (checked on Content-Length and counted while reading), and
+the bounded number of queued ingest requests being validated and queued (over it → 429).
 
 The bound on embedding work (429 when full) is the model server's queue, in `app.serving`."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import PayloadTooLarge, error_response
+from app.errors import Overloaded
 
 
 class BodyLimit:
@@ -72,3 +78,48 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None  # the server refuses malformed framing itself; count bytes instead
     return None
+
+
+class InFlight:
+    """At most ``limit`` embedding requests run at once; a request waits at most ``wait_s`` for a
+    slot, then gets Overloaded (429 with Retry-After). The slot is held until the worker thread
+    finishes, even when the client has gone away, so the bound is real."""
+
+    def __init__(self, limit: int, wait_s: float, what: str = "embedding request(s)") -> None:
+        self.limit = limit
+        self.wait_s = wait_s
+        self.what = what
+        self.active = 0
+        self._semaphore: anyio.Semaphore | None = None
+
+    def bind(self) -> None:
+        """Create the semaphore inside the serving event loop (called at start-up)."""
+        self._semaphore = anyio.Semaphore(self.limit)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._semaphore is None:
+            self.bind()
+        semaphore = self._semaphore
+        assert semaphore is not None
+        acquired = False
+        try:
+            semaphore.acquire_nowait()
+            acquired = True
+        except anyio.WouldBlock:
+            if self.wait_s > 0:
+                with anyio.move_on_after(self.wait_s):
+                    await semaphore.acquire()
+                    acquired = True
+        if not acquired:
+            raise Overloaded(
+                f"{self.limit} {self.what} already running, the most this server takes "
+                "at once; retry after the Retry-After delay",
+                retry_after_s=1.0,
+            )
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+            semaphore.release()

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.jobs.redis_store import METRICS
 from app.queue import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,46 @@ class _QueueDepth(Collector):
         return GaugeMetricFamily(
             "cdeq_ingest_queue_depth", f"Batches waiting in the Redis list {INGEST_QUEUE!r}"
         )
+
+
+# Counters the workers keep in Redis (app.jobs: `RedisJobStore.count`), served as totals.
+RECOVERY_COUNTERS = {
+    "reconciled_batches": "Batches the reconciler queued again (dead worker, lost or unsent message)",
+    "expired_leases": "Batch leases that expired because their worker stopped heartbeating",
+    "redeliveries": "Batch runs that started after a worker died on the same batch",
+    "oom_splits": "Forward batches split in half after a CUDA out-of-memory error",
+}
+
+
+class _RecoveryCounters(Collector):
+    """Workers' recovery counters, read from the Redis hash `cdeq:metrics` at scrape time."""
+
+    def __init__(self, client: Callable[[], redis.Redis | None]) -> None:
+        self._client = client
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield from self._families({}).values()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        client = self._client()
+        if client is None:
+            return  # in-process mode: no workers
+        try:
+            raw = client.hgetall(METRICS)
+        except redis.RedisError as exc:
+            log.warning("recovery counters unavailable: %s", exc)
+            return
+        values = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
+        yield from self._families(values).values()
+
+    @staticmethod
+    def _families(values: dict[str, int]) -> dict[str, CounterMetricFamily]:
+        families = {}
+        for name, help_text in RECOVERY_COUNTERS.items():
+            family = CounterMetricFamily(f"cdeq_{name}", help_text)
+            family.add_metric([], values.get(name, 0))
+            families[name] = family
+        return families
 
 
 class Metrics:
@@ -132,6 +173,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_QueueDepth(redis_client))
+        self.registry.register(_RecoveryCounters(redis_client))
 
     # ---- ServeObserver ------------------------------------------------------------------
     def batch(self, rows: int, tokens: int, waits_s: Sequence[float], forward_s: float) -> None:

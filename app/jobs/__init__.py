@@ -11,16 +11,18 @@ from app.jobs.records import (
     final_state,
     split,
 )
-from app.jobs.redis_store import RedisJobStore
+from app.jobs.redis_store import JobProgress, RedisJobStore, Start
 
 __all__ = [
     "BatchOutcome",
     "Corpus",
+    "JobProgress",
     "JobState",
     "JobStatus",
     "JobStore",
     "MemoryJobStore",
     "RedisJobStore",
+    "Start",
     "context_sample",
     "final_state",
     "split",

@@ -9,7 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from app.errors import NotFound
 from app.jobs.records import BatchOutcome, Corpus, JobState, JobStatus, final_state
@@ -41,9 +43,10 @@ class MemoryJobStore:
         total: int,
         batches: int,
         context_sample: Corpus,
-        *,
+        payloads: Sequence[Sequence[Mapping[str, Any]]] | None = None,
         request_id: str | None = None,
     ) -> None:
+        # `payloads` matter to a queue only: in-process batches stay in the caller's memory.
         now = time.time()
         status = JobStatus(
             id=job_id,
@@ -73,6 +76,9 @@ class MemoryJobStore:
             job = self._get(job_id)
             if job.status.state == JobState.QUEUED:
                 job.status = replace(job.status, state=JobState.RUNNING, updated_at=time.time())
+
+    def mark_dispatched(self, job_id: str, *, redispatched: bool = False) -> None:
+        """Nothing to do: in-process jobs are never queued."""
 
     def batch_done(self, job_id: str, batch_index: int) -> bool:
         with self._lock:

@@ -8,7 +8,7 @@ done_with_errors / failed.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -116,13 +116,15 @@ class JobStore(Protocol):
         total: int,
         batches: int,
         context_sample: Corpus,
-        *,
+        payloads: Sequence[Sequence[Mapping[str, Any]]] | None = None,
         request_id: str | None = None,
     ) -> None: ...
 
     def context_sample(self, job_id: str) -> list[dict[str, str]]: ...
 
     def mark_running(self, job_id: str) -> None: ...
+
+    def mark_dispatched(self, job_id: str, *, redispatched: bool = False) -> None: ...
 
     def batch_done(self, job_id: str, batch_index: int) -> bool: ...
 

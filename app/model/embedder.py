@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from app.errors import InvalidInput, ModelLoadError
+from app.errors import DeviceOutOfMemory, InvalidInput, ModelLoadError
 from app.model.checkpoint import (
     build_model,
     check_v2_tokenizer,
@@ -149,6 +149,7 @@ class CdeEmbedder:
         self.folder = folder
         self._fingerprint = fingerprint
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(device.type, 16_384)
+        self.oom_splits = 0  # forward batches halved after a device out-of-memory error
         if self.token_budget < self.config.prefix_length + self.config.max_seq_length:
             raise InvalidInput(
                 f"token_budget must be at least {self.config.prefix_length + self.config.max_seq_length} "
@@ -322,12 +323,40 @@ class CdeEmbedder:
         done = 0
         with torch.inference_mode():
             for batch in self.plan_batches([len(x) for x in ids], extra):
-                input_ids, mask = self._pad([ids[i] for i in batch])
-                out[batch] = forward(input_ids, mask).float().cpu().numpy()
+                self._forward_fitting(ids, batch, forward, out)
                 done += len(batch)
                 if on_progress is not None:
                     on_progress(done, len(ids))
         return out
+
+    def _forward_fitting(
+        self,
+        ids: list[list[int]],
+        batch: list[int],
+        forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        out: np.ndarray,
+    ) -> None:
+        """Forward `batch` into `out`; on device out-of-memory, free the cache and run each
+        half (half the token budget) instead, down to one text. Splitting never changes a
+        result (texts are independent within a batch)."""
+        try:
+            input_ids, mask = self._pad([ids[i] for i in batch])
+            out[batch] = forward(input_ids, mask).float().cpu().numpy()
+            return
+        except torch.OutOfMemoryError as exc:
+            del exc  # drop the frames that pin the failed allocation's tensors
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            raise DeviceOutOfMemory(
+                f"one text of {len(ids[batch[0]])} tokens does not fit in {self.device} memory "
+                "even alone; free the device or use a smaller dtype",
+                retry_after_s=30.0,
+            )
+        self.oom_splits += 1
+        half = len(batch) // 2
+        self._forward_fitting(ids, batch[:half], forward, out)
+        self._forward_fitting(ids, batch[half:], forward, out)
 
     # ---- stage 1 ------------------------------------------------------------------------
     def embed_context(

@@ -6,9 +6,13 @@ Every client call in the store runs inside ``translated_errors`` so callers only
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import email.utils
 import math
+import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +28,9 @@ from app.config import QdrantSettings
 from app.errors import CdeqError, InvalidInput, NotFound, StoreUnavailable
 
 DEFAULT_RETRY_AFTER_S = 1.0
+# A local folder that is read-only, locked or full usually recovers in seconds (remount, disk
+# freed, the other process gone), not milliseconds.
+LOCAL_RETRY_AFTER_S = 5.0
 # Statuses that mean "the server (or a proxy before it) is busy or restarting", not "you are wrong".
 _TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
 _TRANSIENT_GRPC_CODES = frozenset(
@@ -44,6 +51,22 @@ _BAD_REQUEST_GRPC_CODES = frozenset(
 )
 
 
+def _close_at_exit(client: QdrantClient) -> QdrantClient:
+    """Close ``client`` at interpreter exit if nobody did: its ``__del__`` would otherwise run
+    during teardown and print "ImportError: sys.meta_path is None" (local mode closes its
+    folder there). A weak reference: this keeps no client alive."""
+    ref = weakref.ref(client)
+
+    def close() -> None:
+        alive = ref()
+        if alive is not None:
+            with contextlib.suppress(Exception):  # exiting anyway: nothing left to report to
+                alive.close()
+
+    atexit.register(close)
+    return client
+
+
 def open_client(settings: QdrantSettings) -> QdrantClient:
     """A client for ``settings.url`` (with api key and timeout) or, when unset, local mode on ``path``.
 
@@ -53,21 +76,24 @@ def open_client(settings: QdrantSettings) -> QdrantClient:
         api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
         # check_compatibility=False: the version probe is a blocking request at construction
         # time; opening must stay cheap and never fail, the first real call reports trouble.
-        return QdrantClient(
-            url=settings.url,
-            api_key=api_key,
-            timeout=math.ceil(settings.timeout_s),  # the client takes whole seconds
-            check_compatibility=False,
+        return _close_at_exit(
+            QdrantClient(
+                url=settings.url,
+                api_key=api_key,
+                timeout=math.ceil(settings.timeout_s),  # the client takes whole seconds
+                check_compatibility=False,
+            )
         )
     if settings.path == ":memory:":
-        return QdrantClient(location=":memory:")
+        return _close_at_exit(QdrantClient(location=":memory:"))
     Path(settings.path).mkdir(parents=True, exist_ok=True)
     try:
-        return QdrantClient(path=settings.path)
+        return _close_at_exit(QdrantClient(path=settings.path))
     except RuntimeError as exc:  # local mode refuses a folder another process holds
-        raise CdeqError(
+        raise StoreUnavailable(
             f"Qdrant local folder {settings.path!r} cannot be opened: {str(exc).rstrip('.')}. Local mode serves one "
-            "process; run a Qdrant server and set CDEQ_QDRANT__URL to share data."
+            "process; run a Qdrant server and set CDEQ_QDRANT__URL to share data.",
+            retry_after_s=LOCAL_RETRY_AFTER_S,
         ) from exc
 
 
@@ -163,6 +189,14 @@ def translated_errors(action: str, *, collection: str | None = None) -> Iterator
         raise StoreUnavailable(f"Qdrant did not answer while {action}: {exc}") from exc
     except QdrantException as exc:
         raise CdeqError(f"Qdrant client failed while {action}: {exc}") from exc
+    except sqlite3.Error as exc:
+        # Local mode persists points in SQLite: a read-only, locked or full folder is a fault of
+        # the storage, not of the request, and an upsert is safe to repeat once it is fixed.
+        raise StoreUnavailable(
+            f"the local Qdrant folder could not be written while {action}: "
+            f"{type(exc).__name__}: {exc} (read-only, locked or full?)",
+            retry_after_s=LOCAL_RETRY_AFTER_S,
+        ) from exc
     except ValueError as exc:
         # Local mode reports a missing collection and every bad request as a plain ValueError.
         text = str(exc)

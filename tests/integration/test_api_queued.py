@@ -14,7 +14,14 @@ from fastapi.testclient import TestClient
 
 from app.api import create_app
 from app.config import ApiSettings, QdrantSettings, RedisSettings, Settings
-from app.ingest import Batch, batch_failed, job_status, process_batch, submit
+from app.ingest import (
+    batch_failed,
+    end_delivery,
+    job_status,
+    process_batch,
+    start_delivery,
+    submit,
+)
 from app.model import CdeEmbedder
 from app.queue import INGEST_QUEUE
 from app.service import Cdeq
@@ -31,15 +38,15 @@ class RunHere:
     def __init__(self) -> None:
         self.service: Cdeq | None = None
 
-    def send_batch(
-        self, job_id: str, collection: str, index: int, documents: list[dict[str, Any]]
-    ) -> None:
+    def send_batch(self, job_id: str, index: int) -> None:
         assert self.service is not None
-        batch = Batch(job_id, collection, index, documents)
+        batch = start_delivery(self.service, job_id, index, "here")
+        assert batch is not None
         try:
             process_batch(self.service, batch)
         except Exception as exc:
             assert batch_failed(self.service, batch, exc, retries=10**6) is None
+        end_delivery(self.service, batch, "here")
 
 
 @pytest.fixture()

@@ -227,12 +227,71 @@ def test_overload_gives_429_and_the_server_recovers(server: Server) -> None:
     assert 'route="/v1/embeddings",status="429"' in metrics
 
 
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_rss_settles_after_a_request_flood(server: Server) -> None:
+    """500 requests (embeddings of varied sizes, searches, errors) from 8 threads: the server's
+    resident memory ends within 20% of its level after a warm-up of the same mix."""
+    if not Path(f"/proc/{server.process.pid}/status").exists():
+        pytest.skip("needs /proc to read the server's RSS")
+    headers = {"Authorization": f"Bearer {RW}"}
+
+    def one(i: int, http: httpx.Client) -> None:
+        kind = i % 4
+        if kind == 0:
+            body: dict[str, Any] = {"input": [f"text {i} " + "word " * (i % 200)] * (1 + i % 16)}
+            http.post(f"{server.url}/v1/embeddings", json=body, headers=headers)
+        elif kind == 1:
+            http.post(f"{server.url}/v1/embeddings", json={"input": f"q {i}"}, headers=headers)
+        elif kind == 2:
+            http.post(f"{server.url}/v1/embeddings", json={"input": []}, headers=headers)
+        else:
+            http.get(f"{server.url}/v1/collections?api_key={WRONG}", headers=headers)
+
+    def flood(n: int) -> None:
+        def worker(start: int) -> None:
+            with httpx.Client(timeout=120) as http:
+                for i in range(start, n, 8):
+                    one(i, http)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    flood(100)
+    warm = rss_bytes(server.process.pid)
+    flood(500)
+    time.sleep(1)
+    after = rss_bytes(server.process.pid)
+    print(f"server RSS: {warm / 2**20:.0f} MiB after warm-up, {after / 2**20:.0f} MiB after 500")
+    assert after <= 1.2 * warm, (warm, after)
+
+
+def test_security_headers_over_the_wire(server: Server) -> None:
+    for r in (
+        httpx.get(f"{server.url}/healthz"),
+        httpx.post(f"{server.url}/v1/embeddings", json={"input": "x"}),  # 401
+    ):
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["cache-control"] == "no-store"
+
+
 def test_keys_never_in_server_output(server: Server) -> None:
     """Last in the module: every request above (good, wrong and read-only keys) has been logged."""
     oai(server).embeddings.create(model="cde-small-v1", input="one more")
     httpx.get(f"{server.url}/v1/collections", headers={"Authorization": f"Bearer {WRONG}"})
     httpx.get(f"{server.url}/v1/collections", headers={"Authorization": f"Bearer {RO}"})
+    httpx.get(f"{server.url}/v1/models?api_key={WRONG}&x=1")  # a key in the query string
     output = server.output()
     assert "POST /v1/embeddings" in output  # the access log is there…
+    assert '"GET /v1/models HTTP/1.1" 401' in output  # …with the path, without its query
+    assert "api_key" not in output
     for key in (RW, RO, WRONG):
         assert key not in output  # …but never a key

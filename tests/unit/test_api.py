@@ -454,7 +454,7 @@ def test_open_api_only_on_loopback(api_service: Cdeq, caplog: pytest.LogCaptureF
     with pytest.raises(InvalidInput, match="without API keys"):
         create_app(with_api(api_service, host="example.org"), api_service)
     create_app(with_api(api_service, host="0.0.0.0", allow_open=True), api_service)
-    create_app(with_api(api_service, host="0.0.0.0", keys=[SecretStr(RW)]), api_service)
+    create_app(with_api(api_service, host="0.0.0.0", keys=[SecretStr("k" * 32)]), api_service)
     with caplog.at_level(logging.WARNING, logger="app.api.auth"):
         create_app(with_api(api_service, host="::1"), api_service)
     assert "OPEN" in caplog.text
@@ -471,6 +471,35 @@ def test_cli_serve_refuses_an_open_public_address(
         cli.main(["serve", "--host", "0.0.0.0", "--model", "/nonexistent"]) == 2
     )  # before any model load
     assert "--open" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "key", ["change-me-openssl-rand-hex-32", "x" * 31, "CHANGE-ME-" + "a" * 40, "example" * 9]
+)
+def test_weak_keys_are_refused_outside_loopback(
+    api_service: Cdeq, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    for field in ("keys", "read_only_keys"):
+        with pytest.raises(InvalidInput, match=r"(placeholder|fewer than 32).*not loopback") as err:
+            create_app(
+                with_api(api_service, host="0.0.0.0", **{field: [SecretStr(key)]}), api_service
+            )
+        assert key not in str(err.value)  # the message names the variable, never the key
+    with caplog.at_level(logging.WARNING, logger="app.api.auth"):
+        create_app(with_api(api_service, host="127.0.0.1", keys=[SecretStr(key)]), api_service)
+    assert "weak API keys" in caplog.text and key not in caplog.text
+    create_app(with_api(api_service, host="0.0.0.0", keys=[SecretStr("f" * 64)]), api_service)
+
+
+def test_security_headers_on_every_answer(client: TestClient) -> None:
+    for response in (
+        client.get("/healthz"),
+        client.post("/v1/embeddings", json={"input": "hello"}),
+        client.post("/v1/embeddings", json={"input": []}),  # errors too
+        client.get("/no-such-route"),
+    ):
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
+        assert response.headers["cache-control"] == "no-store", response.url
 
 
 def test_key_settings_are_checked(api_service: Cdeq) -> None:

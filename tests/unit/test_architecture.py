@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "migrations",
     ),
     ("app.service",),
-    ("app.ingest", "app.query", "app.embeddings"),
+    ("app.ingest", "app.query", "app.embeddings", "app.reconcile"),
     ("app.cli", "app.api", "app.integrations", "workers"),
 ]
 

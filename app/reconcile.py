@@ -1,0 +1,129 @@
+"""Recovery of queued jobs: re-queue batches whose worker died, queue batches that were never
+sent, and fail what cannot finish, so that every job ends.
+
+Any worker runs `reconcile` every `reconcile_interval_s` (and `cdeq reconcile` runs it once, for
+operators). It relies on the job store's leases: a batch in flight has a lease its worker
+renews every `heartbeat_s`; a lease not renewed for `lease_ttl_s` means the worker is gone.
+Re-running a batch is harmless: upserts are idempotent and each batch is counted once.
+
+What one pass does:
+1. expired leases → the batch is queued again (`reconciled_batches`, `expired_leases`);
+2. a job whose batches were not all queued (Redis failed during `enqueue`) → its remaining
+   batches are queued, once `lease_ttl_s` has passed since it was recorded;
+3. a job with nothing leased, nothing waiting in the queue and no activity for `lease_ttl_s`
+   (its messages were lost, e.g. Redis restarted without them) → its remaining batches are
+   queued again; if it still has no activity after `job_deadline_s`, they fail with a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from app.errors import NotFound
+from app.ingest import Batch, fail_batch, leased_jobs
+from app.jobs import JobProgress
+from app.queue import queued_messages
+from app.service import Cdeq
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileReport:
+    """What one pass did."""
+
+    expired_leases: int = 0
+    requeued: list[tuple[str, int]] = field(default_factory=list)  # (job id, batch index)
+    failed_jobs: list[str] = field(default_factory=list)
+    skipped: bool = False  # another reconciler ran moments ago
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "expired_leases": self.expired_leases,
+            "requeued_batches": len(self.requeued),
+            "failed_jobs": self.failed_jobs,
+            "skipped": self.skipped,
+        }
+
+
+def _requeue(svc: Cdeq, job_id: str, indices: list[int], report: ReconcileReport) -> None:
+    for index in indices:
+        svc.dispatcher.send_batch(job_id, index)
+        report.requeued.append((job_id, index))
+
+
+def _deadline_reason(deadline_s: float) -> str:
+    return (
+        f"no worker made progress on this batch for {deadline_s:.0f}s (nothing leased, nothing "
+        "queued; CDEQ_INGEST__JOB_DEADLINE_S)"
+    )
+
+
+def _fail_remaining(svc: Cdeq, job: JobProgress, reason: str) -> None:
+    jobs = leased_jobs(svc)
+    for index in job.remaining:
+        try:
+            loaded = jobs.load_batch(job.job_id, index)
+        except NotFound:
+            return
+        if loaded is None:
+            return
+        fail_batch(svc, Batch(job.job_id, loaded[0], index, loaded[1]), reason)
+
+
+def reconcile(*, service: Cdeq, force: bool = False) -> ReconcileReport:
+    """One recovery pass (see the module docstring). Without `force`, at most one pass runs per
+    `reconcile_interval_s` across all workers."""
+    settings = service.settings.ingest
+    jobs = leased_jobs(service)
+    report = ReconcileReport()
+    if not force and not jobs.try_reconcile_lock(settings.reconcile_interval_s * 0.9):
+        report.skipped = True
+        return report
+
+    # 1. leases whose holder stopped heartbeating
+    expired = jobs.claim_expired_leases()
+    report.expired_leases = len(expired)
+    for job_id, index in expired:
+        if not jobs.batch_done(job_id, index):
+            log.warning(
+                "job %s batch %d: its worker stopped (lease expired); re-queued", job_id, index
+            )
+            _requeue(service, job_id, [index], report)
+
+    # 2 and 3. unfinished jobs with nothing in flight
+    now = time.time()
+    leased = jobs.leased_jobs()
+    waiting = queued_messages(service.redis) if service.redis is not None else 0
+    just_requeued = {job_id for job_id, _ in report.requeued}
+    for job_id in jobs.active_jobs():
+        job = jobs.progress(job_id)
+        if job is None or job_id in leased or job_id in just_requeued:
+            continue
+        if not job.dispatched:
+            if now - job.created_at >= settings.lease_ttl_s:
+                log.warning("job %s: batches never queued (enqueue failed); queuing them", job_id)
+                _requeue(service, job_id, job.remaining, report)
+                jobs.mark_dispatched(job_id, redispatched=True)
+            continue
+        if waiting > 0:  # its batches may still be waiting in the queue
+            continue
+        last_activity = max(job.activity_at, job.created_at)
+        if now - max(last_activity, job.redispatched_at) < settings.lease_ttl_s:
+            continue
+        if now - last_activity >= settings.job_deadline_s:
+            reason = _deadline_reason(settings.job_deadline_s)
+            log.error(
+                "job %s: %s; failing its %d remaining batches", job_id, reason, len(job.remaining)
+            )
+            _fail_remaining(service, job, reason)
+            report.failed_jobs.append(job_id)
+            continue
+        log.warning("job %s: nothing leased or queued; re-queuing its remaining batches", job_id)
+        _requeue(service, job_id, job.remaining, report)
+        jobs.mark_dispatched(job_id, redispatched=True)
+
+    jobs.count(reconciled_batches=len(report.requeued))
+    return report
