@@ -22,6 +22,7 @@ from app.locks import LockFactory, redis_lock_factory, thread_lock_factory
 from app.model import CdeEmbedder
 from app.model.checkpoint import read_config
 from app.queue import CeleryDispatcher, Dispatcher, make_celery
+from app.serving import ServedEmbedder
 from app.store import QdrantStore
 
 
@@ -65,6 +66,17 @@ class Cdeq:
         return CdeEmbedder.from_pretrained(
             m.name, device=m.device, dtype=m.dtype, token_budget=m.token_budget
         )
+
+    def serve_model(self) -> ServedEmbedder:
+        """Put the model behind one batching queue (the API process turns this on), so every
+        stage-2 call of this service (searches, /v1/embeddings, in-process ingest) is packed
+        with the others. Idempotent; `close()` stops it. Workers keep the plain embedder."""
+        current = self.embedder
+        if isinstance(current, ServedEmbedder):
+            return current
+        served = ServedEmbedder(current, self.settings.serve)
+        self.__dict__["embedder"] = served  # replaces the cached_property's value
+        return served
 
     @cached_property
     def store(self) -> QdrantStore:
@@ -133,6 +145,9 @@ class Cdeq:
         return Contexts(self.store, lambda: self.embedder, self.locks, self.settings.ingest)
 
     def close(self) -> None:
+        embedder = self.__dict__.get("embedder")
+        if isinstance(embedder, ServedEmbedder):
+            embedder.close()
         if self.has("store"):
             self.store.close()
         if self.__dict__.get("redis") is not None:
