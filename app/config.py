@@ -163,7 +163,11 @@ class ApiSettings(BaseModel):
         le=1000,
         description="how long a queued ingest request may wait for a slot before a 429",
     )
-    model_name: str = Field("cde-small-v1", description="the `model` name the API reports")
+    model_name: str | None = Field(
+        None,
+        description="the `model` name the API reports; default: the checkpoint's family "
+        "(cde-small-v1 or cde-small-v2)",
+    )
 
 
 class ServeSettings(BaseModel):

@@ -64,7 +64,11 @@ class Cdeq:
     def embedder(self) -> CdeEmbedder:
         m = self.settings.model
         return CdeEmbedder.from_pretrained(
-            m.name, device=m.device, dtype=m.dtype, token_budget=m.token_budget
+            m.name,
+            device=m.device,
+            dtype=m.dtype,
+            token_budget=m.token_budget,
+            v2_head=m.v2_head,
         )
 
     def serve_model(self) -> ServedEmbedder:
@@ -106,8 +110,20 @@ class Cdeq:
             return self.embedder.dim
         folder = Path(self.settings.model.name).expanduser()
         if folder.is_dir():
-            return read_config(folder).backbone.n_embd
+            return read_config(folder).dim
         return 768  # cde-small-v1 from the hub
+
+    def api_model_name(self) -> str:
+        """The model name the API reports: the setting, else the checkpoint's family
+        (cde-small-v1 / cde-small-v2), without loading the model when avoidable."""
+        if self.settings.api.model_name:
+            return self.settings.api.model_name
+        if self.has("embedder"):
+            return self.embedder.default_api_name
+        folder = Path(self.settings.model.name).expanduser()
+        if folder.is_dir():
+            return f"cde-small-{read_config(folder).family}"
+        return "cde-small-v2" if "cde-small-v2" in self.settings.model.name else "cde-small-v1"
 
     @property
     def queued(self) -> bool:

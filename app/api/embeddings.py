@@ -68,11 +68,13 @@ def request_texts(value: Any, max_inputs: int, field: str = "input") -> list[str
     return list(value)
 
 
-def plan(req: EmbeddingsRequest, api: ApiSettings, *, model_names: set[str], dim: int) -> Plan:
+def plan(
+    req: EmbeddingsRequest, api: ApiSettings, *, model_name: str, model_names: set[str], dim: int
+) -> Plan:
     """Check everything that can be checked without the model; raise the matching 4xx."""
     if req.model is not None and req.model not in model_names:
         raise ModelNotFound(
-            f"model {req.model!r} is not served here; use {api.model_name!r}", param="model"
+            f"model {req.model!r} is not served here; use {model_name!r}", param="model"
         )
     if req.dimensions is not None and req.dimensions != dim:
         raise InvalidInput(
@@ -128,7 +130,13 @@ async def create_embeddings(request: Request) -> Response:
     service: Cdeq = request.app.state.service
     api: ApiSettings = request.app.state.api
     req = await read_body(request, EmbeddingsRequest)
-    job = plan(req, api, model_names=request.app.state.model_names, dim=service.embedder.dim)
+    job = plan(
+        req,
+        api,
+        model_name=request.app.state.model_name,
+        model_names=request.app.state.model_names,
+        dim=service.embedder.dim,
+    )
     result = await run_in_threadpool(
         lambda: embed_texts(
             job.texts,
@@ -140,5 +148,5 @@ async def create_embeddings(request: Request) -> Response:
     )
     for kind, count in result.tokens_by_type(job.types).items():
         request.app.state.metrics.tokens.labels(str(kind)).inc(count)
-    body = render(result, job.encoding, api.model_name)
+    body = render(result, job.encoding, request.app.state.model_name)
     return Response(body, media_type="application/json")

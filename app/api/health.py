@@ -89,7 +89,7 @@ def _model(name: str) -> dict[str, Any]:
 
 @router.get("/v1/models", dependencies=[ReadAccess], summary="The served model (OpenAI-compatible)")
 async def models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": [_model(request.app.state.api.model_name)]}
+    return {"object": "list", "data": [_model(request.app.state.model_name)]}
 
 
 @router.get(
@@ -102,7 +102,7 @@ async def model(model_id: str, request: Request) -> dict[str, Any]:
     configured checkpoint); any other name is 404 `model_not_found`."""
     if model_id not in request.app.state.model_names:
         raise ModelNotFound(
-            f"model {model_id!r} is not served here; use {request.app.state.api.model_name!r}",
+            f"model {model_id!r} is not served here; use {request.app.state.model_name!r}",
             param="model",
         )
     return _model(model_id)

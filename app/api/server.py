@@ -142,7 +142,8 @@ def create_app(settings: Settings, service: Cdeq | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.ingest_in_flight = ingest_in_flight
     app.state.metrics = metrics
-    app.state.model_names = {api.model_name, settings.model.name}
+    app.state.model_name = svc.api_model_name()
+    app.state.model_names = {app.state.model_name, settings.model.name}
     errors.install(app)
     app.include_router(embeddings.router)
     app.include_router(collections.router)

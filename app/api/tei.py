@@ -93,7 +93,7 @@ async def info(request: Request) -> dict[str, Any]:
     api: ApiSettings = request.app.state.api
     embedder = service.serve_model()
     return {
-        "model_id": api.model_name,
+        "model_id": request.app.state.model_name,
         "model_path": embedder.model_id,
         "model_sha": None,
         "model_dtype": str(embedder.dtype).removeprefix("torch."),
