@@ -31,6 +31,7 @@ from app.errors import (
     ResourceBusy,
     StoreUnavailable,
 )
+from app.logs import configure_logging
 
 EXIT_UNEXPECTED = 1  # also: `cdeq ingest` when some documents were not stored
 EXIT_CODES: dict[type[CdeqError], int] = {
@@ -504,6 +505,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.api.server import serve
 
     settings = _settings(args)
+    configure_logging(os.environ.get("CDEQ_LOG_LEVEL", "WARNING"), settings.log.format)
     if args.host:
         settings.api.host = args.host
     if args.port:
@@ -730,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--size",
-        choices=["tiny", "full"],
+        choices=["tiny", "mid", "full"],
         default="tiny",
         help="tiny: hidden 64, 2 layers (v2: 4), context 16; full: the real architecture "
         "(v1 281M, v2 306M parameters)",

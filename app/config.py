@@ -173,16 +173,52 @@ class ApiSettings(BaseModel):
     allow_open: bool = Field(False, description="serve without keys on a non-loopback address")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_inputs: int = Field(2048, ge=1, description="inputs per /v1/embeddings request")
-    max_in_flight: int = Field(8, ge=1, description="embedding requests running or waiting at once")
     max_ingest_in_flight: int = Field(
         4, ge=1, description="queued ingest requests being validated and queued at once; more → 429"
     )
-    model_name: str = Field("cde-small-v1", description="the `model` name the API reports")
     in_flight_wait_ms: int = Field(
         5,
         ge=0,
         le=1000,
-        description="how long a request may wait for an embedding slot before a 429",
+        description="how long a queued ingest request may wait for a slot before a 429",
+    )
+    model_name: str | None = Field(
+        None,
+        description="the `model` name the API reports; default: the checkpoint's family "
+        "(cde-small-v1 or cde-small-v2)",
+    )
+
+
+class ServeSettings(BaseModel):
+    """The API process's model server: one batching queue in front of the model."""
+
+    batching: bool = Field(
+        True,
+        description="pack concurrent requests into shared forwards; false: each request runs "
+        "its own forward in its own thread (the per-request path)",
+    )
+    max_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="how long a forward waits for more requests to pack"
+    )
+    max_batch: int = Field(256, ge=1, le=65_536, description="texts per packed forward")
+    max_batch_tokens: int | None = Field(
+        None,
+        ge=1032,
+        description="tokens (prefix included) per packed forward; default: the model's token budget",
+    )
+    max_queue_tokens: int = Field(
+        2_000_000,
+        ge=1,
+        description="tokens (prefix included) waiting or running at once; more → 429",
+    )
+    cache_size: int = Field(
+        10_000, ge=0, description="query embeddings kept in the LRU cache; 0 turns it off"
+    )
+
+
+class LogSettings(BaseModel):
+    format: Literal["text", "json"] = Field(
+        "text", description="'json': one JSON object per line, with the request id"
     )
 
 
@@ -201,6 +237,8 @@ class Settings(BaseSettings):
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+    serve: ServeSettings = Field(default_factory=ServeSettings)  # type: ignore[arg-type]
+    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
     context: ContextSettings = Field(default_factory=ContextSettings)  # type: ignore[arg-type]
 
 

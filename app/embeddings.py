@@ -42,7 +42,7 @@ class EmbeddedTexts:
 
 
 def input_types(
-    texts: Sequence[str], default: InputType = InputType.DOCUMENT
+    texts: Sequence[str], default: InputType = InputType.DOCUMENT, *, field: str = "input"
 ) -> tuple[list[str], list[InputType]]:
     """Each text without a leading task prefix, and its input type (the prefix's, or
     ``default``). The model adds the prefix back itself. Raises InvalidInput for a text that
@@ -56,7 +56,9 @@ def input_types(
                 text, kind = raw[len(prefix) :], prefix_type
                 break
         if not text.strip():
-            raise InvalidInput(f"input[{i}]: empty or whitespace-only text", field=f"input[{i}]")
+            raise InvalidInput(
+                f"{field}[{i}]: empty or whitespace-only text", field=f"{field}[{i}]"
+            )
         stripped.append(text)
         types.append(kind)
     return stripped, types
@@ -69,6 +71,7 @@ def embed_texts(
     service: Cdeq,
     collection: str | None = None,
     truncate: bool = True,
+    field: str = "input",
 ) -> EmbeddedTexts:
     """Embed ``texts`` (without prefixes) as queries or documents against one context.
 
@@ -92,10 +95,10 @@ def embed_texts(
             for i, was_cut in zip(indices, cut, strict=True):
                 if was_cut:
                     raise InputTooLong(
-                        f"input[{i}]: longer than the model's limit of {embedder.max_seq_length} "
+                        f"{field}[{i}]: longer than the model's limit of {embedder.max_seq_length} "
                         "tokens (prefix included); shorten it, or send truncate: true to embed "
                         "its beginning",
-                        field=f"input[{i}]",
+                        field=f"{field}[{i}]",
                     )
     vectors = np.empty((len(texts), embedder.dim), dtype=np.float32)
     tokens = [0] * len(texts)

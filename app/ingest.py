@@ -66,10 +66,16 @@ def _validate(svc: Cdeq, collection: str, documents: object) -> list[Document]:
 
 
 def _record(
-    svc: Cdeq, collection: str, docs: list[Document], *, job_id: str = "", queued: bool = False
+    svc: Cdeq,
+    collection: str,
+    docs: list[Document],
+    *,
+    job_id: str = "",
+    queued: bool = False,
+    request_id: str | None = None,
 ) -> tuple[str, list[Batch]]:
     """Record a new job and cut it into batches; `queued` stores the batches' documents with
-    the job record, in the same transaction."""
+    the job record, in the same transaction. `request_id` (the API request's) is kept too."""
     settings = svc.settings.ingest
     job_id = job_id or uuid.uuid4().hex
     batches = [
@@ -78,7 +84,15 @@ def _record(
     ]
     sample = context_sample(docs, settings.context_sample_size, settings.context_seed)
     payloads = [b.documents for b in batches] if queued else None
-    svc.jobs.create(job_id, collection, len(docs), len(batches), sample, payloads=payloads)
+    svc.jobs.create(
+        job_id,
+        collection,
+        len(docs),
+        len(batches),
+        sample,
+        payloads=payloads,
+        request_id=request_id,
+    )
     return job_id, batches
 
 
@@ -88,24 +102,28 @@ def submit(
     *,
     service: Cdeq,
     on_progress: Progress | None = None,
+    request_id: str | None = None,
 ) -> str:
     """Validate every document, record the job and run it; returns the job id.
 
     With a queue (Redis) the batches are queued for workers and this returns at once; in
     in-process mode they run here, and the job is finished when this returns. Either way
     `job_status(job_id)` reads the outcome. On any invalid document nothing is recorded and
-    `InvalidInput` lists every problem."""
+    `InvalidInput` lists every problem. `request_id` (the API request's) is kept in the job
+    record."""
     if service.queued:
-        return enqueue(collection, documents, service=service)
+        return enqueue(collection, documents, service=service, request_id=request_id)
     docs = _validate(service, collection, documents)
     service.embedder  # noqa: B018 (a model that cannot load fails the call, not each batch)
     check_model(service, collection)
-    job_id, batches = _record(service, collection, docs)
+    job_id, batches = _record(service, collection, docs, request_id=request_id)
     _run_here(service, batches, len(docs), on_progress)
     return job_id
 
 
-def enqueue(collection: str, documents: Sequence[Any], *, service: Cdeq) -> str:
+def enqueue(
+    collection: str, documents: Sequence[Any], *, service: Cdeq, request_id: str | None = None
+) -> str:
     """Validate, record and queue a job for the workers (needs Redis); returns the job id.
 
     The job and all its documents are recorded in one transaction, then each batch is queued.
@@ -118,7 +136,9 @@ def enqueue(collection: str, documents: Sequence[Any], *, service: Cdeq) -> str:
     dispatcher = service.dispatcher  # fails clearly before anything is recorded without Redis
     job_id = uuid.uuid4().hex
     try:
-        job_id, batches = _record(service, collection, docs, job_id=job_id, queued=True)
+        job_id, batches = _record(
+            service, collection, docs, job_id=job_id, queued=True, request_id=request_id
+        )
     except StoreUnavailable as exc:
         raise StoreUnavailable(
             f"job {job_id} was not accepted: {exc} (if Redis recorded it before failing, a "

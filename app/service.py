@@ -22,6 +22,7 @@ from app.locks import LockFactory, redis_lock_factory, thread_lock_factory
 from app.model import CdeEmbedder
 from app.model.checkpoint import read_config
 from app.queue import CeleryDispatcher, Dispatcher, make_celery
+from app.serving import ServedEmbedder
 from app.store import QdrantStore
 
 
@@ -63,8 +64,23 @@ class Cdeq:
     def embedder(self) -> CdeEmbedder:
         m = self.settings.model
         return CdeEmbedder.from_pretrained(
-            m.name, device=m.device, dtype=m.dtype, token_budget=m.token_budget
+            m.name,
+            device=m.device,
+            dtype=m.dtype,
+            token_budget=m.token_budget,
+            v2_head=m.v2_head,
         )
+
+    def serve_model(self) -> ServedEmbedder:
+        """Put the model behind one batching queue (the API process turns this on), so every
+        stage-2 call of this service (searches, /v1/embeddings, in-process ingest) is packed
+        with the others. Idempotent; `close()` stops it. Workers keep the plain embedder."""
+        current = self.embedder
+        if isinstance(current, ServedEmbedder):
+            return current
+        served = ServedEmbedder(current, self.settings.serve)
+        self.__dict__["embedder"] = served  # replaces the cached_property's value
+        return served
 
     @cached_property
     def store(self) -> QdrantStore:
@@ -94,8 +110,20 @@ class Cdeq:
             return self.embedder.dim
         folder = Path(self.settings.model.name).expanduser()
         if folder.is_dir():
-            return read_config(folder).backbone.n_embd
+            return read_config(folder).dim
         return 768  # cde-small-v1 from the hub
+
+    def api_model_name(self) -> str:
+        """The model name the API reports: the setting, else the checkpoint's family
+        (cde-small-v1 / cde-small-v2), without loading the model when avoidable."""
+        if self.settings.api.model_name:
+            return self.settings.api.model_name
+        if self.has("embedder"):
+            return self.embedder.default_api_name
+        folder = Path(self.settings.model.name).expanduser()
+        if folder.is_dir():
+            return f"cde-small-{read_config(folder).family}"
+        return "cde-small-v2" if "cde-small-v2" in self.settings.model.name else "cde-small-v1"
 
     @property
     def queued(self) -> bool:
@@ -133,6 +161,9 @@ class Cdeq:
         return Contexts(self.store, lambda: self.embedder, self.locks, self.settings.ingest)
 
     def close(self) -> None:
+        embedder = self.__dict__.get("embedder")
+        if isinstance(embedder, ServedEmbedder):
+            embedder.close()
         if self.has("store"):
             self.store.close()
         if self.__dict__.get("redis") is not None:

@@ -27,8 +27,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(tiny_model_dir: Path) -> CdeEmbedder:
-    """One fp32 CPU embedder for the whole session; tests must not mutate it."""
-    return CdeEmbedder.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
+    """One fp32 embedder for the whole session; tests must not mutate it. On CPU, unless
+    CDEQ_TEST_DEVICE names another device (bench/gpu.sh runs the GPU-path tests with cuda)."""
+    device = os.environ.get("CDEQ_TEST_DEVICE", "cpu")
+    return CdeEmbedder.from_pretrained(tiny_model_dir, device=device, dtype="float32")
 
 
 @pytest.fixture()

@@ -43,6 +43,7 @@ from app.ingest import (
 )
 from app.jobs.redis_store import lease_member
 from app.lifecycle import RebuildBatch, rebuild_failed, run_rebuild_batch
+from app.logs import request_id
 from app.queue import TASK_INGEST_BATCH, TASK_REBUILD_BATCH, make_celery
 from app.reconcile import reconcile
 from app.service import Cdeq
@@ -152,6 +153,26 @@ def ingest_batch(self: Task, job_id: str, index: Any, *legacy: Any) -> dict[str,
 
 
 def _run(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[str, Any]:
+    """`_run_batch` with the request id of the job's API request in every log line."""
+    tag = request_id.set(_request_of(svc, batch.job_id))
+    try:
+        log.info(
+            "job %s batch %d: started (request %s)", batch.job_id, batch.index, request_id.get()
+        )
+        return _run_batch(self, svc, batch, token)
+    finally:
+        request_id.reset(tag)
+
+
+def _request_of(svc: Cdeq, job_id: str) -> str | None:
+    """The request id recorded with the job (None when there is none or it can't be read)."""
+    try:
+        return svc.jobs.status(job_id).request_id
+    except CdeqError:
+        return None
+
+
+def _run_batch(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[str, Any]:
     # An exception that escapes (Redis gone while recording) leaves the lease to expire: the
     # reconciler then re-queues the batch, and its delivery count caps the attempts.
     splits = svc.embedder.oom_splits if svc.has("embedder") else 0

@@ -18,6 +18,7 @@ from app.api.auth import ReadAccess, WriteAccess
 from app.api.schemas import DeleteRequest, DocumentsRequest, SearchRequest, openapi_body, read_body
 from app.errors import NotFound
 from app.ingest import job_status, submit
+from app.logs import request_id
 from app.query import delete_documents, list_collections, search
 from app.service import Cdeq
 
@@ -43,12 +44,22 @@ async def add_documents(name: str, request: Request) -> Response:
     req = await read_body(request, DocumentsRequest)
     if service.queued:  # validating and queueing holds the documents: bounded, like embedding
         async with request.app.state.ingest_in_flight.slot():
-            job_id = await run_in_threadpool(lambda: submit(name, req.documents, service=service))
+            job_id = await run_in_threadpool(
+                lambda: submit(name, req.documents, service=service, request_id=request_id.get())
+            )
         return JSONResponse(
             {"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"}
         )
-    async with request.app.state.in_flight.slot():
-        job_id = await run_in_threadpool(lambda: submit(name, req.documents, service=service))
+    # In-process: refuse at once when the model server is full; once accepted, the job's
+    # batches wait for room in the queue instead of failing half-way.
+    served = service.serve_model()
+    served.check_room()
+
+    def run() -> str:
+        with served.waiting_for_room():
+            return submit(name, req.documents, service=service, request_id=request_id.get())
+
+    job_id = await run_in_threadpool(run)
     status = await run_in_threadpool(lambda: job_status(job_id, service=service))
     return JSONResponse(
         status.to_dict(), status_code=200, headers={"Location": f"/v1/jobs/{job_id}"}
@@ -75,10 +86,9 @@ async def get_job(job_id: str, request: Request) -> dict[str, Any]:
 async def search_collection(name: str, request: Request) -> dict[str, Any]:
     service = _service(request)
     req = await read_body(request, SearchRequest)
-    async with request.app.state.in_flight.slot():
-        hits = await run_in_threadpool(
-            lambda: search(name, req.text, req.top_k, req.filter, service=service)
-        )
+    hits = await run_in_threadpool(
+        lambda: search(name, req.text, req.top_k, req.filter, service=service)
+    )
     return {
         "results": [{"id": h.document_id, "score": h.score, "payload": h.payload} for h in hits]
     }

@@ -53,15 +53,11 @@ async def get_context(
     seed: int | None = None,
 ) -> dict[str, Any]:
     service = _service(request)
-    if drift:  # a stage-1 pass: it takes an embedding slot like any model work
-        async with request.app.state.in_flight.slot():
-            info = await run_in_threadpool(
-                lambda: context_info(
-                    name, drift=True, drift_sample=drift_sample, seed=seed, service=service
-                )
-            )
-    else:
-        info = await run_in_threadpool(lambda: context_info(name, service=service))
+    info = await run_in_threadpool(
+        lambda: context_info(
+            name, drift=drift, drift_sample=drift_sample, seed=seed, service=service
+        )
+    )
     return info.to_dict()
 
 
@@ -97,8 +93,7 @@ async def rebuild(name: str, request: Request) -> Response:
         return JSONResponse(
             {"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"}
         )
-    async with request.app.state.in_flight.slot():
-        job_id = await run_in_threadpool(start)
+    job_id = await run_in_threadpool(start)  # in-process: the whole rebuild runs here
     status = await run_in_threadpool(lambda: job_status(job_id, service=service))
     return JSONResponse(
         status.to_dict(), status_code=200, headers={"Location": f"/v1/jobs/{job_id}"}
@@ -112,8 +107,8 @@ async def rebuild(name: str, request: Request) -> Response:
 )
 async def rollback_context(name: str, request: Request) -> dict[str, Any]:
     service = _service(request)
-    async with request.app.state.in_flight.slot():  # may re-embed what changed since the swap
-        version = await run_in_threadpool(lambda: rollback(name, service=service))
+    # May re-embed what changed since the swap, through the model like any other request.
+    version = await run_in_threadpool(lambda: rollback(name, service=service))
     return {"collection": name, "version": version}
 
 

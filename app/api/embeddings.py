@@ -1,7 +1,8 @@
 """POST /v1/embeddings: OpenAI's embeddings protocol over `app.embeddings`.
 
 This module parses and checks the request (what needs no model), calls the use case in a
-worker thread, and writes the OpenAI-shaped JSON.
+worker thread (which waits for its rows from the model server), and writes the OpenAI-shaped
+JSON.
 """
 
 from __future__ import annotations
@@ -37,22 +38,23 @@ class Plan:
     truncate: bool
 
 
-def _texts(value: Any, max_inputs: int) -> list[str]:
+def request_texts(value: Any, max_inputs: int, field: str = "input") -> list[str]:
+    """The texts of an `input` (or TEI `inputs`) field: a string or a list of strings."""
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list):
-        raise InvalidInput("input: must be a string or a list of strings", field="input")
+        raise InvalidInput(f"{field}: must be a string or a list of strings", field=field)
     if not value:
-        raise InvalidInput("input: empty list; give at least one text", field="input")
+        raise InvalidInput(f"{field}: empty list; give at least one text", field=field)
     if len(value) > max_inputs:
         raise PayloadTooLarge(
-            f"input: {len(value)} texts, more than the limit of {max_inputs} per request",
-            param="input",
+            f"{field}: {len(value)} texts, more than the limit of {max_inputs} per request",
+            param=field,
             code="too_many_inputs",
         )
     for i, item in enumerate(value):
         if isinstance(item, int | list) and not isinstance(item, bool):
-            where = "input" if isinstance(item, int) else f"input[{i}]"
+            where = field if isinstance(item, int) else f"{field}[{i}]"
             raise InvalidInput(
                 f"{where}: token arrays are not accepted; this server embeds text only (send a "
                 "string or a list of strings)",
@@ -60,16 +62,19 @@ def _texts(value: Any, max_inputs: int) -> list[str]:
             )
         if not isinstance(item, str):
             raise InvalidInput(
-                f"input[{i}]: must be a string, got {type(item).__name__}", field=f"input[{i}]"
+                f"{field}[{i}]: must be a string, got {type(item).__name__}",
+                field=f"{field}[{i}]",
             )
     return list(value)
 
 
-def plan(req: EmbeddingsRequest, api: ApiSettings, *, model_names: set[str], dim: int) -> Plan:
+def plan(
+    req: EmbeddingsRequest, api: ApiSettings, *, model_name: str, model_names: set[str], dim: int
+) -> Plan:
     """Check everything that can be checked without the model; raise the matching 4xx."""
     if req.model is not None and req.model not in model_names:
         raise ModelNotFound(
-            f"model {req.model!r} is not served here; use {api.model_name!r}", param="model"
+            f"model {req.model!r} is not served here; use {model_name!r}", param="model"
         )
     if req.dimensions is not None and req.dimensions != dim:
         raise InvalidInput(
@@ -77,7 +82,7 @@ def plan(req: EmbeddingsRequest, api: ApiSettings, *, model_names: set[str], dim
             field="dimensions",
         )
     default = InputType(req.input_type or "document")
-    texts, types = input_types(_texts(req.input, api.max_inputs), default)
+    texts, types = input_types(request_texts(req.input, api.max_inputs), default)
     return Plan(
         texts=texts,
         types=types,
@@ -125,18 +130,23 @@ async def create_embeddings(request: Request) -> Response:
     service: Cdeq = request.app.state.service
     api: ApiSettings = request.app.state.api
     req = await read_body(request, EmbeddingsRequest)
-    job = plan(req, api, model_names=request.app.state.model_names, dim=service.embedder.dim)
-    async with request.app.state.in_flight.slot():
-        result = await run_in_threadpool(
-            lambda: embed_texts(
-                job.texts,
-                job.types,
-                service=service,
-                collection=job.collection,
-                truncate=job.truncate,
-            )
+    job = plan(
+        req,
+        api,
+        model_name=request.app.state.model_name,
+        model_names=request.app.state.model_names,
+        dim=service.embedder.dim,
+    )
+    result = await run_in_threadpool(
+        lambda: embed_texts(
+            job.texts,
+            job.types,
+            service=service,
+            collection=job.collection,
+            truncate=job.truncate,
         )
+    )
     for kind, count in result.tokens_by_type(job.types).items():
         request.app.state.metrics.tokens.labels(str(kind)).inc(count)
-    body = render(result, job.encoding, api.model_name)
+    body = render(result, job.encoding, request.app.state.model_name)
     return Response(body, media_type="application/json")

@@ -1,5 +1,6 @@
 """Probes and metrics (open, no key): /healthz (process up), /readyz (model loaded, Redis and
-Qdrant reachable), /metrics (Prometheus text). Also /v1/models, as OpenAI clients expect."""
+Qdrant reachable), /metrics (Prometheus text). Also /v1/models and /v1/models/{id}, as OpenAI
+clients expect."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import ReadAccess
-from app.api.errors import SERVER_ERROR
+from app.api.errors import SERVER_ERROR, ModelNotFound
 from app.errors import CdeqError
 from app.service import Cdeq
 
@@ -82,10 +83,26 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "cdeq"}
+
+
 @router.get("/v1/models", dependencies=[ReadAccess], summary="The served model (OpenAI-compatible)")
 async def models(request: Request) -> dict[str, Any]:
-    name = request.app.state.api.model_name
-    return {
-        "object": "list",
-        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "cdeq"}],
-    }
+    return {"object": "list", "data": [_model(request.app.state.model_name)]}
+
+
+@router.get(
+    "/v1/models/{model_id:path}",
+    dependencies=[ReadAccess],
+    summary="One model by name (OpenAI-compatible: `client.models.retrieve`)",
+)
+async def model(model_id: str, request: Request) -> dict[str, Any]:
+    """The served model under any name `/v1/embeddings` accepts for it (the API name or the
+    configured checkpoint); any other name is 404 `model_not_found`."""
+    if model_id not in request.app.state.model_names:
+        raise ModelNotFound(
+            f"model {model_id!r} is not served here; use {request.app.state.model_name!r}",
+            param="model",
+        )
+    return _model(model_id)

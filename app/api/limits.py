@@ -1,6 +1,7 @@
-"""Request limits: the body size (checked on Content-Length and counted while reading), the
-bounded number of embedding requests in flight (over it → 429, never an unbounded queue), and
-one-at-a-time access to a local-mode Qdrant."""
+"""Request limits: the body size (checked on Content-Length and counted while reading), and
+the bounded number of queued ingest requests being validated and queued (over it → 429).
+
+The bound on embedding work (429 when full) is the model server's queue, in `app.serving`."""
 
 from __future__ import annotations
 

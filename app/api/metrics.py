@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -123,10 +123,12 @@ class _RecoveryCounters(Collector):
 
 
 class Metrics:
+    """This app's metrics; also the model server's observer (batches, cache, rejections)."""
+
     def __init__(
         self,
         redis_client: Callable[[], redis.Redis | None],
-        in_flight: Callable[[], int],
+        queue: Callable[[], tuple[int, int, float]],
         rebuilds: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
@@ -149,16 +151,78 @@ class Metrics:
             ["input_type"],
             registry=self.registry,
         )
-        gauge = Gauge(
-            "cdeq_embedding_requests_in_flight",
-            "Embedding requests running now",
+        # The model server: `queue()` gives (tokens waiting or running, parts waiting, cache
+        # hit ratio) of this process's batching queue, read at scrape time.
+        for name, doc, pick in (
+            (
+                "cdeq_serve_queue_tokens",
+                "Tokens (prefix included) waiting or running in the model server",
+                0,
+            ),
+            (
+                "cdeq_serve_queue_depth",
+                "Requests (or parts of large ones) waiting for a forward",
+                1,
+            ),
+            ("cdeq_serve_cache_hit_ratio", "Query cache hits / lookups since start", 2),
+        ):
+            gauge = Gauge(name, doc, registry=self.registry)
+            gauge.set_function(lambda pick=pick: float(queue()[pick]))  # type: ignore[misc]
+        self.batch_rows = Histogram(
+            "cdeq_serve_batch_size",
+            "Texts per packed forward of the model server",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+        )
+        self.batch_tokens = Counter(
+            "cdeq_serve_tokens",
+            "Tokens (prefix included) run by the model server",
             registry=self.registry,
         )
-        gauge.set_function(lambda: float(in_flight()))
+        self.queue_time = Histogram(
+            "cdeq_serve_queue_seconds",
+            "Time a request waited in the model server's queue before its forward",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.forward_time = Histogram(
+            "cdeq_serve_forward_seconds",
+            "Time of one packed forward of the model server",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.cache_lookups = Counter(
+            "cdeq_serve_cache_lookups",
+            "Query cache lookups by result",
+            ["result"],
+            registry=self.registry,
+        )
+        self.rejections = Counter(
+            "cdeq_serve_rejected",
+            "Requests refused with 429 because the model server's queue was full",
+            registry=self.registry,
+        )
         self.registry.register(_QueueDepth(redis_client))
         self.registry.register(_RecoveryCounters(redis_client))
         if rebuilds is not None:
             self.registry.register(_ContextRebuilds(rebuilds))
+
+    # ---- ServeObserver ------------------------------------------------------------------
+    def batch(self, rows: int, tokens: int, waits_s: Sequence[float], forward_s: float) -> None:
+        self.batch_rows.observe(rows)
+        self.batch_tokens.inc(tokens)
+        for wait in waits_s:
+            self.queue_time.observe(wait)
+        self.forward_time.observe(forward_s)
+
+    def cache(self, hits: int, misses: int) -> None:
+        if hits:
+            self.cache_lookups.labels("hit").inc(hits)
+        if misses:
+            self.cache_lookups.labels("miss").inc(misses)
+
+    def rejected(self) -> None:
+        self.rejections.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

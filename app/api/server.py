@@ -1,8 +1,9 @@
 """The HTTP API app (`create_app`) and the server that runs it (`serve`, behind `cdeq serve`).
 
-The model and the generic context are loaded once at start-up; embedding runs in worker
-threads behind a bounded number of slots, so the event loop keeps answering (probes, 429s)
-while the CPU or GPU is busy.
+The model and the generic context are loaded once at start-up. Every model call of the API
+goes through the model server (`app.serving`): one batching queue that packs concurrent
+requests into shared forwards and refuses work beyond its token bound with 429, so the event
+loop keeps answering (probes, 429s) while the CPU or GPU is busy.
 
 Every response carries `X-Content-Type-Options: nosniff` and `Cache-Control: no-store`; the
 access log never shows a query string (where a client may have put a key).
@@ -24,14 +25,16 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import collections, contexts, embeddings, errors, health
+from app.api import collections, contexts, embeddings, errors, health, tei
 from app.api.auth import KeyRing, exposure_check
 from app.api.limits import BodyLimit, InFlight
 from app.api.metrics import Metrics, MetricsMiddleware
+from app.api.request_id import RequestId
 from app.config import Settings
 from app.errors import InvalidInput, ResourceBusy, StoreUnavailable
 from app.lifecycle import rebuild_counts
 from app.service import Cdeq
+from app.serving import ServedEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +80,21 @@ def prepare(service: Cdeq) -> None:
     A Qdrant server that does not answer yet is not fatal (/readyz reports it); a model that
     cannot be loaded is."""
     loaded = service.has("embedder")
-    embedder = service.embedder
+    embedder = service.serve_model()
     try:
         service.store  # noqa: B018 (opens the client; local mode also shapes its folder)
     except StoreUnavailable as exc:
         log.warning("Qdrant is not reachable at start-up (%s); /readyz reports it", exc)
     service.contexts.generic()
     if not loaded:
-        log.info("model %s loaded (dim %d) on %s", embedder.model_id, embedder.dim, embedder.device)
+        log.info(
+            "model %s loaded (dim %d) on %s as %s; batching %s",
+            embedder.model_id,
+            embedder.dim,
+            embedder.device,
+            str(embedder.dtype).removeprefix("torch."),
+            "on" if embedder.batching else "off",
+        )
 
 
 def create_app(settings: Settings, service: Cdeq | None = None) -> FastAPI:
@@ -96,22 +106,28 @@ def create_app(settings: Settings, service: Cdeq | None = None) -> FastAPI:
     exposure_check(api, keys)
     owned = service is None
     svc = service if service is not None else Cdeq(settings)
-    in_flight = InFlight(api.max_in_flight, api.in_flight_wait_ms / 1000)
+
+    def queue() -> tuple[int, int, float]:
+        served = svc.__dict__.get("embedder")
+        if not isinstance(served, ServedEmbedder):
+            return (0, 0, 0.0)
+        return (served.queued_tokens, served.queued_requests, served.cache_hit_ratio())
+
+    metrics = Metrics(lambda: svc.redis, queue, lambda: rebuild_counts(service=svc))
     ingest_in_flight = InFlight(
         api.max_ingest_in_flight, api.in_flight_wait_ms / 1000, "queued ingest request(s)"
-    )
-    metrics = Metrics(
-        lambda: svc.redis, lambda: in_flight.active, lambda: rebuild_counts(service=svc)
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(prepare, svc)
-        in_flight.bind()
+        served = svc.serve_model()
+        served.add_observer(metrics)
         ingest_in_flight.bind()
         try:
             yield
         finally:
+            served.remove_observer(metrics)
             if owned:
                 svc.close()
 
@@ -125,19 +141,22 @@ def create_app(settings: Settings, service: Cdeq | None = None) -> FastAPI:
     app.state.service = svc
     app.state.api = api
     app.state.keys = keys
-    app.state.in_flight = in_flight
     app.state.ingest_in_flight = ingest_in_flight
     app.state.metrics = metrics
-    app.state.model_names = {api.model_name, settings.model.name}
+    app.state.model_name = svc.api_model_name()
+    app.state.model_names = {app.state.model_name, settings.model.name}
     errors.install(app)
     app.include_router(embeddings.router)
     app.include_router(collections.router)
     app.include_router(contexts.router)
     app.include_router(health.router)
-    # Added last = outermost: metrics see every answer, including the body limit's 413s.
+    app.include_router(tei.router)
+    # Added last = outermost: metrics see every answer, including the body limit's 413s, and
+    # every answer (and log line) carries the request id.
     app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestId)
     return app
 
 
@@ -188,6 +207,10 @@ def serve(settings: Settings) -> int:
     """Run the API with uvicorn until interrupted; 0 after a clean shutdown."""
     limit_malloc_arenas()
     app = create_app(settings)
+    json_logs = settings.log.format == "json"
+    if json_logs:  # uvicorn's loggers then propagate to the root's JSON handler
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).setLevel(logging.INFO)
     # Bind first: a busy port fails at once, before the model loads.
     with listen(settings.api.host, settings.api.port) as sock:
         # Load before serving, so a broken model or Qdrant folder surfaces as a clear error
@@ -200,6 +223,7 @@ def serve(settings: Settings) -> int:
             access_log=True,  # method, path (no query string) and status: never a key
             server_header=False,
             timeout_graceful_shutdown=30,
+            log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
         )
         # After Config: it (re)configures uvicorn's loggers.
         logging.getLogger("uvicorn.access").addFilter(DropQueryString())

@@ -44,6 +44,7 @@ class MemoryJobStore:
         batches: int,
         context_sample: Corpus,
         payloads: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+        request_id: str | None = None,
     ) -> None:
         # `payloads` matter to a queue only: in-process batches stay in the caller's memory.
         now = time.time()
@@ -59,6 +60,7 @@ class MemoryJobStore:
             batches_done=0,
             created_at=now,
             updated_at=now,
+            request_id=request_id,
         )
         with self._lock:
             self._jobs[job_id] = _Job(status, list(context_sample))

@@ -73,6 +73,7 @@ class JobStatus:
     errors: dict[str, str] = field(default_factory=dict)
     warnings: dict[str, str] = field(default_factory=dict)
     reason: str = ""  # why a whole job failed (e.g. its batches could not be queued)
+    request_id: str | None = None  # the API request that created the job (X-Request-ID)
 
     @property
     def finished(self) -> bool:
@@ -100,6 +101,8 @@ class JobStatus:
         }
         if self.reason:
             body["reason"] = self.reason
+        if self.request_id:
+            body["request_id"] = self.request_id
         return body
 
 
@@ -114,6 +117,7 @@ class JobStore(Protocol):
         batches: int,
         context_sample: Corpus,
         payloads: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+        request_id: str | None = None,
     ) -> None: ...
 
     def context_sample(self, job_id: str) -> list[dict[str, str]]: ...

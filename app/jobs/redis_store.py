@@ -230,6 +230,7 @@ class RedisJobStore:
         batches: int,
         context_sample: Corpus,
         payloads: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+        request_id: str | None = None,
     ) -> None:
         """Record a job; with `payloads` (each batch's documents) in the same transaction, so
         a failure leaves either no job or a whole one that the reconciler can finish. The
@@ -249,6 +250,8 @@ class RedisJobStore:
             "created_at": now,
             "updated_at": now,
         }
+        if request_id:
+            record["request_id"] = request_id
         if payloads is not None:
             record["dispatched"] = 0
             where = {
@@ -551,4 +554,5 @@ class RedisJobStore:
             errors=dec(errs),
             warnings=dec(warns),
             reason=s("reason"),
+            request_id=s("request_id") or None,
         )

@@ -39,6 +39,11 @@ SIZES: dict[str, tuple[BackboneConfig, int]] = {
         BackboneConfig(n_embd=64, n_layer=2, n_head=4, n_inner=256, vocab_size=2048),
         16,
     ),
+    # hidden 384, 6 layers, context 128: a mid-size model for CPU serving benchmarks
+    "mid": (
+        BackboneConfig(n_embd=384, n_layer=6, n_head=6, n_inner=1536, vocab_size=8192),
+        128,
+    ),
     # the real architecture (281M parameters) for benchmarks
     "full": (BackboneConfig.from_dict(NOMIC_BERT_2048), 512),
 }
@@ -212,7 +217,7 @@ def make_checkpoint(
     corpus: Iterable[str] | None = None,
     family: Family = "v1",
 ) -> Path:
-    """Write a random checkpoint of `family` ('v1' or 'v2') and `size` ('tiny' or 'full') to
+    """Write a random checkpoint of `family` ('v1' or 'v2') and `size` ('tiny', 'mid' (v1 only) or 'full') to
     `folder`, tokenizer included (v2: `backbone_config` too, since its ids are not
     ModernBERT-base's).
 
@@ -222,6 +227,8 @@ def make_checkpoint(
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     if family not in ("v1", "v2"):
         raise ValueError(f"family must be 'v1' or 'v2', got {family!r}")
+    if family == "v2" and size not in V2_SIZES:
+        raise ValueError(f"v2 sizes are {sorted(V2_SIZES)}, got {size!r}")
     out = Path(folder)
     texts = list(corpus) if corpus is not None else generic_texts(2000, seed=seed)
     if family == "v2":

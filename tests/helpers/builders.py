@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +102,76 @@ def cdeq(
         text=True,
         timeout=300,
     )
+
+
+# ---- a real `cdeq serve` process ---------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@contextmanager
+def serve_process(model_dir: Path, tmp: Path, env: dict[str, str]) -> Iterator[Server]:
+    """`cdeq serve` on a free loopback port over `model_dir` on CPU, with no CDEQ_* variable of
+    ours leaking in (`env` adds some); its output goes to `tmp/server.log`. Stopped on exit."""
+    import httpx
+    import pytest
+
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CDEQ_")}
+    log = tmp / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--model",
+                str(model_dir),
+                "--device",
+                "cpu",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**clean, "PYTHONPATH": str(ROOT), **env},
+            cwd=ROOT,
+        )
+    srv = Server(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"cdeq serve exited with {process.returncode}:\n{srv.output()}")
+        try:
+            if httpx.get(f"{srv.url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"cdeq serve did not come up:\n{srv.output()}")
+        time.sleep(0.2)
+    try:
+        yield srv
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -61,8 +61,33 @@ class PoisonEmbedder(CountingEmbedder):
 
 
 class GatedEmbedder(CountingEmbedder):
+    """The real embedder whose stage-2 calls wait until `gate` is set, recording the texts of
+    each call: it holds a model server's forward still, so a test can fill its queue."""
+
+    def __init__(self, inner: CdeEmbedder) -> None:
+        import threading
+
+        super().__init__(inner)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.calls: list[list[str]] = []
+
+    def _held(self, run: Any, texts: Any, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(list(texts))
+        self.entered.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return run(texts, *args, **kwargs)
+
+    def embed_queries(self, texts: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._held(self.inner.embed_queries, texts, *args, **kwargs)
+
+    def embed_documents(self, texts: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._held(self.inner.embed_documents, texts, *args, **kwargs)
+
+
+class PausingEmbedder(CountingEmbedder):
     """The real embedder, whose `pause_at`-th stage-2 call from a thread other than the test's
-    waits until the test opens the gate: a worker held mid-rebuild, so the test can ingest and
+    waits until the test opens it: a worker held mid-rebuild, so the test can ingest and
     delete while it runs (only the timing is staged)."""
 
     def __init__(self, inner: CdeEmbedder, pause_at: int) -> None:

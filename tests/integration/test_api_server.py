@@ -5,15 +5,10 @@ ever in the server's output."""
 from __future__ import annotations
 
 import base64
-import os
 import secrets
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +20,7 @@ import pytest
 from app.ingest import ingest_documents
 from app.model import CdeEmbedder
 from app.service import Cdeq
-from tests.helpers.builders import corpus, cosine
+from tests.helpers.builders import Server, corpus, cosine, serve_process
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +28,9 @@ pytestmark = pytest.mark.slow
 RW = f"k-rw-{secrets.token_hex(12)}"
 RO = f"k-ro-{secrets.token_hex(12)}"
 WRONG = f"k-wrong-{secrets.token_hex(12)}"
-MAX_IN_FLIGHT = 2
+# Room in the model server's queue for about two of the overload test's requests (32 texts
+# of ~512 tokens, each carrying the tiny model's 24-token prefix).
+MAX_QUEUE_TOKENS = 2 * 32 * (24 + 512)
 TEXTS = [
     "What do rivers carry to the sea?",
     "Mountains rise above the valley.",
@@ -41,75 +38,17 @@ TEXTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = free_port()
-    tmp = tmp_path_factory.mktemp("api-server")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDEQ_")}
-    env.update(
-        CDEQ_QDRANT__PATH=str(tmp / "qdrant"),
-        CDEQ_API__KEYS=f'["{RW}"]',
-        CDEQ_API__READ_ONLY_KEYS=f'["{RO}"]',
-        CDEQ_API__MAX_IN_FLIGHT=str(MAX_IN_FLIGHT),
-        CDEQ_LOG_LEVEL="DEBUG",  # the most the server would ever write, and still no key
-    )
-    log = tmp / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "serve",
-                "--model",
-                str(tiny_model_dir),
-                "--device",
-                "cpu",
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=Path(__file__).parent.parent,
-        )
-    srv = Server(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"cdeq serve exited with {process.returncode}:\n{srv.output()}")
-        try:
-            if httpx.get(f"{srv.url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"cdeq serve did not come up:\n{srv.output()}")
-        time.sleep(0.2)
-    yield srv
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    env = {
+        "CDEQ_QDRANT__PATH": str(tmp_path_factory.mktemp("api-server") / "qdrant"),
+        "CDEQ_API__KEYS": f'["{RW}"]',
+        "CDEQ_API__READ_ONLY_KEYS": f'["{RO}"]',
+        "CDEQ_SERVE__MAX_QUEUE_TOKENS": str(MAX_QUEUE_TOKENS),
+        "CDEQ_LOG_LEVEL": "DEBUG",  # the most the server would ever write, and still no key
+    }
+    with serve_process(tiny_model_dir, tmp_path_factory.mktemp("api-server-log"), env) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from app.query import delete_documents, search
 from app.service import Cdeq
 from app.store import QdrantStore, point_id
 from tests.helpers.builders import ROOT, corpus, cosine, make_settings, wait_finished
-from tests.helpers.faults import CountingEmbedder, GatedEmbedder
+from tests.helpers.faults import CountingEmbedder, PausingEmbedder
 from tests.integration.conftest import flushed, redis_url
 from workers.celery_app import create_app, set_worker_service
 
@@ -130,7 +130,7 @@ def test_rebuild_from_the_whole_collection_then_rollback_and_prune(
 def test_ingest_and_delete_during_a_rebuild_end_up_in_the_new_version(
     tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
 ) -> None:
-    gated = GatedEmbedder(embedder, pause_at=2)  # the worker stops in the rebuild's 2nd batch
+    gated = PausingEmbedder(embedder, pause_at=2)  # the worker stops in the rebuild's 2nd batch
     svc = _service(tiny_model_dir, tmp_path / "qdrant", gated, batch_size=40)
     first = corpus(120)
     more = corpus(220, topic="mountain")[120:]  # 100 new ids, other texts
@@ -170,7 +170,7 @@ def test_late_writes_to_the_old_version_are_caught_up_before_the_swap(
 ) -> None:
     """A write that reached only the live version (an ingest batch that looked for a rebuild
     before its context existed) is found by the catch-up pass, as is a changed document."""
-    gated = GatedEmbedder(embedder, pause_at=1)
+    gated = PausingEmbedder(embedder, pause_at=1)
     svc = _service(tiny_model_dir, tmp_path / "qdrant", gated, batch_size=64)
     docs = corpus(60)
     try:

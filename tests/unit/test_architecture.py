@@ -16,11 +16,19 @@ import pytest
 from tests.helpers.builders import ROOT
 
 LAYERS: list[tuple[str, ...]] = [
-    ("app.errors", "app.config", "app.names", "app.documents", "app.model", "app.data"),
-    ("app.store", "app.jobs", "app.locks", "app.queue", "app.contexts", "migrations"),
+    ("app.errors", "app.config", "app.names", "app.documents", "app.model", "app.data", "app.logs"),
+    (
+        "app.store",
+        "app.jobs",
+        "app.locks",
+        "app.queue",
+        "app.contexts",
+        "app.serving",
+        "migrations",
+    ),
     ("app.service",),
     ("app.ingest", "app.query", "app.embeddings", "app.reconcile", "app.lifecycle"),
-    ("app.cli", "app.api", "workers"),
+    ("app.cli", "app.api", "app.integrations", "workers"),
 ]
 
 

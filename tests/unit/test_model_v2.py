@@ -465,3 +465,31 @@ def test_real_weights_the_hub_runs_the_hub_head(real_similarities: dict[str, np.
     # docs/model.md ("cde-small-v2") expects the "hub" head here. If instead only "training" matches, the
     # hub code runs the training head: update the README's "Choosing v1 or v2".
     assert np.allclose(real_similarities["hub"], ANCHOR, atol=1e-3, rtol=0), real_similarities
+
+
+def test_the_api_reports_the_v2_name_and_the_head_setting_reaches_the_model(
+    v2_dir: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.api import create_app
+    from app.config import Settings
+    from app.service import Cdeq
+
+    settings = Settings(
+        model={"name": str(v2_dir), "device": "cpu", "v2_head": "hub"},
+        redis={"url": None},
+        qdrant={"path": str(tmp_path / "q")},
+    )
+    service = Cdeq(settings)
+    assert service.api_model_name() == "cde-small-v2"  # from the folder, before any load
+    try:
+        with TestClient(create_app(settings, service)) as client:
+            assert service.embedder.v2_head == "hub"
+            assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["cde-small-v2"]
+            r = client.post("/v1/embeddings", json={"input": "tides", "model": "cde-small-v2"})
+            assert r.status_code == 200 and r.json()["model"] == "cde-small-v2"
+            r = client.post("/v1/embeddings", json={"input": "tides", "model": "cde-small-v1"})
+            assert r.status_code == 404
+    finally:
+        service.close()

@@ -15,7 +15,7 @@ import redis
 from celery.contrib.testing.worker import start_worker
 
 from app.config import Settings
-from app.errors import NotFound, StoreUnavailable
+from app.errors import InvalidInput, NotFound, StoreUnavailable
 from app.ingest import enqueue, job_status
 from app.locks import LOCK_KEY
 from app.model import CdeEmbedder
@@ -177,11 +177,15 @@ def test_read_only_folder_for_a_few_seconds_is_retried_until_all_stored(
     assert sorted(worker.store.get_documents("ro", ids)) == sorted(ids)
 
 
-def test_lone_surrogate_id_is_recorded_and_the_job_finishes(worker: Cdeq) -> None:
+def test_lone_surrogate_id_is_refused_before_anything_is_recorded(service: Cdeq) -> None:
+    """Validation refuses what Redis and Qdrant cannot store, so no job is left half-made."""
+    assert service.redis is not None
     docs = documents(10)
     docs[3]["id"] = "bad\ud800id"
-    status = wait_finished(enqueue("surrogate", docs, service=worker), worker)
-    assert status.finished and status.processed == 10, status
+    before = service.redis.dbsize()
+    with pytest.raises(InvalidInput, match=r"documents\[3\]\.id: .* not valid Unicode"):
+        enqueue("surrogate", docs, service=service)
+    assert service.redis.dbsize() == before
 
 
 def test_a_job_in_redis_costs_about_its_documents_once(service: Cdeq) -> None:

@@ -1,0 +1,298 @@
+"""Serving latency and throughput of a real `cdeq serve`: the batching model server against the
+per-request path (`CDEQ_SERVE__BATCHING=false`), in the same run.
+
+    .venv/bin/python bench/serve.py [--model DIR | --size mid] [--device cpu|cuda]
+                                    [--clients 1,8,32] [--requests N] [--json FILE] [--dry-run]
+
+For each mode the script starts `cdeq serve` (local Qdrant folder, no Redis, query cache off so
+every request runs the model), ingests a collection of real texts (bench/data/docs.txt), warms
+up, then for each client count N runs N threads that together send `--requests` single-query
+requests, alternating `POST /v1/collections/{name}/search` and `POST /v1/embeddings`
+(`input_type: query`, against that collection). Each request has its own text, so nothing is
+cached. Reported per (mode, clients): p50/p95/p99 latency and requests per second; then the
+ratios the targets are about: throughput at the most clients, batching / per-request, and
+p50 at one client.
+
+On CUDA it also reports the MFU of the batched forwards (useful stage-2 FLOPs from the server's
+own /metrics — tokens and forward time — against the dense bf16 matmul rate measured here, as
+bench/embed.py does). `--dry-run`: the tiny model, few requests — checks the script end to end
+in seconds. Progress goes to stderr; one markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT, ROOT / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import httpx  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+CORPUS = ROOT / "bench" / "data" / "docs.txt"
+COLLECTION = "bench"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def checkpoint(size: str) -> Path:
+    """A random checkpoint of `size` (cached under bench/out/), its tokenizer trained on the
+    benchmark corpus so token counts are realistic."""
+    from app.model.tiny import make_checkpoint
+
+    folder = OUT / f"{size}-model"
+    if not (folder / "config.json").is_file():
+        log(f"making a random {size} checkpoint in {folder} …")
+        make_checkpoint(folder, size=size, seed=0, corpus=read_corpus())
+    return folder
+
+
+def read_corpus() -> list[str]:
+    return [
+        line.strip() for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(model: Path, device: str, batching: bool, tmp: Path) -> Iterator[str]:
+    """A real `cdeq serve` in one mode; yields its URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDEQ_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        CDEQ_QDRANT__PATH=str(tmp / f"qdrant-{batching}"),
+        CDEQ_SERVE__BATCHING=str(batching).lower(),
+        CDEQ_SERVE__CACHE_SIZE="0",  # measure the model, not the cache
+        CDEQ_SERVE__MAX_QUEUE_TOKENS=str(100_000_000),  # no 429s in a benchmark
+        CDEQ_LOG_LEVEL="WARNING",
+    )
+    out = (tmp / f"server-{batching}.log").open("wb")
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--model", str(model), "--device", device]
+    process = subprocess.Popen(
+        [*cmd, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"cdeq serve exited with {process.returncode}; see {out.name}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("cdeq serve did not come up in 300 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        out.close()
+
+
+def request(http: httpx.Client, url: str, i: int, text: str) -> float:
+    """One single-query request (search or embeddings, alternating); its latency in seconds."""
+    started = time.perf_counter()
+    if i % 2 == 0:
+        r = http.post(f"{url}/v1/collections/{COLLECTION}/search", json={"text": text, "top_k": 5})
+    else:
+        body = {"input": text, "input_type": "query", "collection": COLLECTION}
+        r = http.post(f"{url}/v1/embeddings", json=body)
+    elapsed = time.perf_counter() - started
+    if r.status_code != 200:
+        raise SystemExit(f"request {i} failed: {r.status_code} {r.text[:300]}")
+    return elapsed
+
+
+def drive(url: str, clients: int, texts: Sequence[str]) -> dict[str, float]:
+    """`clients` threads share `texts` (one request each); latency percentiles and req/s."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    next_index = iter(range(len(texts)))
+    barrier = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        with httpx.Client(timeout=300) as http:
+            barrier.wait()
+            while True:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    return
+                seconds = request(http, url, i, texts[i])
+                with lock:
+                    latencies.append(seconds)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "requests": len(latencies),
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p95_ms": 1000 * q[94],
+        "p99_ms": 1000 * q[98],
+        "rps": len(latencies) / wall,
+    }
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Sums of the model server's metrics (tokens, rows, forward seconds)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found: dict[str, float] = {}
+    for name in (
+        "cdeq_serve_tokens_total",
+        "cdeq_serve_batch_size_sum",
+        "cdeq_serve_batch_size_count",
+        "cdeq_serve_forward_seconds_sum",
+    ):
+        match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+        found[name] = float(match.group(1)) if match else 0.0
+    return found
+
+
+def mfu(
+    before: dict[str, float], after: dict[str, float], model: Path, device: str
+) -> dict[str, float]:
+    """MFU of the forwards between two scrapes: useful FLOPs / forward time / bf16 matmul rate."""
+    import torch
+    from embed import Shape, matmul_rate, stage2_flops  # bench/embed.py
+
+    from app.model.checkpoint import read_config
+
+    cfg = read_config(model)
+    b = cfg.backbone
+    shape = Shape(d=b.n_embd, inner=b.n_inner, layers=b.n_layer, prefix=cfg.prefix_length)
+    rows = after["cdeq_serve_batch_size_sum"] - before["cdeq_serve_batch_size_sum"]
+    tokens = after["cdeq_serve_tokens_total"] - before["cdeq_serve_tokens_total"]
+    seconds = after["cdeq_serve_forward_seconds_sum"] - before["cdeq_serve_forward_seconds_sum"]
+    forwards = after["cdeq_serve_batch_size_count"] - before["cdeq_serve_batch_size_count"]
+    if rows <= 0 or seconds <= 0:
+        return {}
+    text_tokens = tokens / rows - cfg.prefix_length
+    useful = rows * stage2_flops(round(text_tokens), shape)
+    peak = matmul_rate(torch.bfloat16, torch.device(device)) * 1e9
+    return {
+        "mfu": useful / seconds / peak,
+        "useful_tflops": useful / seconds / 1e12,
+        "matmul_tflops": peak / 1e12,
+        "rows_per_forward": rows / max(forwards, 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="a checkpoint folder (default: --size)")
+    parser.add_argument("--size", default="mid", choices=["tiny", "mid", "full"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
+    parser.add_argument("--requests", type=int, default=96, help="requests per client count")
+    parser.add_argument("--modes", default="batched,per-request")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--dry-run", action="store_true", help="tiny model, 8 requests: a check")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        args.size, args.requests, args.model = "tiny", 8, None
+    model = args.model or checkpoint(args.size)
+    clients = [int(c) for c in args.clients.split(",")]
+    corpus = read_corpus()
+    documents = [{"id": f"d{i}", "text": t} for i, t in enumerate(corpus[:200])]
+    # query texts: sentences of the corpus, each used once per (mode, clients)
+    words = " ".join(corpus[200:]).split()
+    queries = [" ".join(words[i * 12 : i * 12 + 12]) for i in range(args.requests)]
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for mode in args.modes.split(","):
+            batching = mode == "batched"
+            with server(model, args.device, batching, tmp) as url:
+                log(f"[{mode}] ingesting {len(documents)} documents …")
+                r = httpx.post(
+                    f"{url}/v1/collections/{COLLECTION}/documents",
+                    json={"documents": documents},
+                    timeout=1800,
+                )
+                r.raise_for_status()
+                drive(url, 4, [f"warm-up {i} {q}" for i, q in enumerate(queries[:8])])
+                for n in clients:
+                    before = scrape(url)
+                    row: dict[str, Any] = {"mode": mode, "clients": n}
+                    row.update(drive(url, n, [f"{q} ({mode} {n})" for q in queries]))
+                    if batching and args.device.startswith("cuda"):
+                        row.update(mfu(before, scrape(url), model, args.device))
+                    results.append(row)
+                    log(f"[{mode}] {n} clients: {row}")
+    print(report(results, args, model))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"model": str(model), "device": args.device, "requests": args.requests}
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    return 0
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace, model: Path) -> str:
+    lines = [
+        f"Serving: {model.name} on {args.device} ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs), {args.requests} single-query requests per row "
+        "(search and /v1/embeddings alternating), query cache off",
+        "",
+        "| mode | clients | p50 ms | p95 ms | p99 ms | req/s | MFU |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        mfu_cell = f"{r['mfu']:.0%}" if "mfu" in r else "–"
+        lines.append(
+            f"| {r['mode']} | {r['clients']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['rps']:.1f} | {mfu_cell} |"
+        )
+    by = {(r["mode"], r["clients"]): r for r in results}
+    most, least = max(r["clients"] for r in results), min(r["clients"] for r in results)
+    if ("batched", most) in by and ("per-request", most) in by:
+        ratio = by[("batched", most)]["rps"] / by[("per-request", most)]["rps"]
+        p50 = by[("batched", least)]["p50_ms"] / by[("per-request", least)]["p50_ms"]
+        lines += [
+            "",
+            f"- throughput at {most} clients, batched / per-request: **{ratio:.2f}×**",
+            f"- p50 at {least} client(s), batched / per-request: **{p50:.2f}×** (< 1 is faster)",
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The model server (app.serving) over the real tiny model: packing across callers never
+changes a vector, the token-bounded queue refuses instead of losing work, a caller that gives
+up or a bad request does not spoil a batch, and the query cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.config import ServeSettings
+from app.errors import InvalidInput, Overloaded
+from app.model import CdeEmbedder
+from app.serving import DOCUMENT, QUERY, ServedEmbedder
+from tests.helpers.builders import cosine
+from tests.helpers.faults import GatedEmbedder, PoisonEmbedder
+from tests.helpers.texts import topical_texts
+
+
+class Recorder:
+    """A ServeObserver that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+        self.hits = self.misses = self.rejections = 0
+
+    def batch(self, rows: int, tokens: int, waits_s: Sequence[float], forward_s: float) -> None:
+        self.batches.append((rows, tokens))
+
+    def cache(self, hits: int, misses: int) -> None:
+        self.hits += hits
+        self.misses += misses
+
+    def rejected(self) -> None:
+        self.rejections += 1
+
+
+@pytest.fixture(scope="module")
+def contexts(embedder: CdeEmbedder) -> dict[str, np.ndarray]:
+    """Two different contexts, as two collections would have."""
+    return {
+        "rivers": embedder.embed_context(topical_texts(40, seed=3)),
+        "ships": embedder.embed_context(topical_texts(40, seed=4)),
+    }
+
+
+@pytest.fixture()
+def served(embedder: CdeEmbedder) -> Iterator[ServedEmbedder]:
+    server = ServedEmbedder(embedder, ServeSettings(max_wait_ms=1000, max_batch=12))
+    yield server
+    server.close()
+
+
+def until(condition: Any, what: str) -> None:
+    """Wait (bounded) for something another thread does; not a timed assertion."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_concurrent_callers_get_exactly_their_own_vectors(
+    served: ServedEmbedder, embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
+) -> None:
+    recorder = Recorder()
+    served.add_observer(recorder)
+    texts = topical_texts(48, seed=9)
+    # 16 callers: 2 contexts × 2 input types, 1–4 texts each, short and long (truncated)
+    jobs = []
+    for i in range(16):
+        name = "rivers" if i % 2 else "ships"
+        kind = QUERY if (i // 2) % 2 else DOCUMENT
+        mine = [texts[(3 * i + j) % 48] * (1 + 40 * (j % 2)) for j in range(1 + i % 4)]
+        jobs.append((name, kind, mine))
+    results: list[Any] = [None] * len(jobs)
+    barrier = threading.Barrier(len(jobs))
+
+    def call(i: int) -> None:
+        name, kind, mine = jobs[i]
+        run = served.embed_queries if kind == QUERY else served.embed_documents
+        barrier.wait()
+        results[i] = run(mine, contexts[name])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for (name, kind, mine), got in zip(jobs, results, strict=True):
+        for j, text in enumerate(mine):  # against the library, one text at a time
+            run = embedder.embed_queries if kind == QUERY else embedder.embed_documents
+            alone = run([text], contexts[name])
+            assert cosine(got.vectors[j], alone.vectors[0]) >= 0.99999
+            assert got.token_counts[j] == alone.token_counts[0]
+            assert got.truncated[j] == alone.truncated[0]
+    assert any(r.truncated[1] for r in results if len(r) > 1)  # long ones were cut, and said so
+    # callers were really packed together: some forward ran more rows than any one caller sent
+    assert max(rows for rows, _ in recorder.batches) > 4, recorder.batches
+    assert served.queued_tokens == 0
+
+
+def test_full_queue_refuses_at_once_and_loses_nothing(
+    embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
+) -> None:
+    gated = GatedEmbedder(embedder)
+    texts = ["where do rivers end?", "what do ships carry?"]
+    cost = sum(ServedEmbedder(gated, ServeSettings()).costs(texts, QUERY))
+    server = ServedEmbedder(gated, ServeSettings(max_wait_ms=0, max_queue_tokens=cost + 10))
+    recorder = Recorder()
+    server.add_observer(recorder)
+    got: list[Any] = []
+    try:
+        first = threading.Thread(
+            target=lambda: got.append(server.embed_queries(texts, contexts["rivers"]))
+        )
+        first.start()
+        assert gated.entered.wait(30)  # its forward runs (held): its tokens are in the queue
+        with pytest.raises(Overloaded) as refused:
+            server.embed_queries(["one more"], contexts["rivers"])
+        assert refused.value.retry_after_s >= 1 and "queue is full" in str(refused.value)
+        assert recorder.rejections == 1
+        gated.gate.set()
+        first.join(30)
+        want = embedder.embed_queries(texts, contexts["rivers"]).vectors
+        assert (cosine(got[0].vectors, want) >= 0.99999).all()  # the admitted one is intact
+        after = server.embed_queries(["one more"], contexts["rivers"])  # room again
+        assert len(after) == 1 and server.queued_tokens == 0
+    finally:
+        gated.gate.set()
+        server.close()
+
+
+def test_waiting_for_room_waits_instead_of_refusing(
+    embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
+) -> None:
+    gated = GatedEmbedder(embedder)
+    server = ServedEmbedder(gated, ServeSettings(max_wait_ms=0, max_queue_tokens=1))
+    try:
+        threading.Thread(
+            target=lambda: server.embed_documents(["held"], contexts["ships"])
+        ).start()  # larger than the whole bound: admitted alone, into an empty queue
+        assert gated.entered.wait(30)
+        out: list[Any] = []
+
+        def bulk() -> None:
+            with server.waiting_for_room():
+                out.append(server.embed_documents(["accepted work"], contexts["ships"]))
+
+        waiter = threading.Thread(target=bulk)
+        waiter.start()
+        with pytest.raises(Overloaded):
+            server.check_room()
+        gated.gate.set()
+        waiter.join(30)
+        assert len(out) == 1 and len(out[0]) == 1
+    finally:
+        gated.gate.set()
+        server.close()
+
+
+def test_a_caller_that_gives_up_does_not_spoil_the_batch(
+    embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
+) -> None:
+    gated = GatedEmbedder(embedder)
+    server = ServedEmbedder(gated, ServeSettings(max_wait_ms=0))
+    context = contexts["rivers"]
+    key = (server.context_key(context), QUERY)
+    try:
+        held = server.submit(["first"], server.costs(["first"], QUERY), context, key)
+        assert gated.entered.wait(30)  # running; the next two wait behind it
+        left = server.submit(["gone"], server.costs(["gone"], QUERY), context, key)
+        stays = ["stays one", "stays two"]
+        kept = server.submit(stays, server.costs(stays, QUERY), context, key)
+        assert all(f.cancel() for f in left)  # the caller gives up while it waits
+        gated.gate.set()
+        assert len(held[0].result(30)) == 1
+        out = kept[0].result(30)
+        want = embedder.embed_queries(stays, context).vectors
+        assert (cosine(out.vectors, want) >= 0.99999).all()
+        assert ["gone"] not in gated.calls and all("gone" not in c for c in gated.calls)
+        until(lambda: server.queued_tokens == 0, "the given-up part's tokens to be freed")
+    finally:
+        gated.gate.set()
+        server.close()
+
+
+def test_a_bad_request_fails_alone(embedder: CdeEmbedder, contexts: dict[str, np.ndarray]) -> None:
+    poison = PoisonEmbedder(embedder, "poison pill")
+    server = ServedEmbedder(poison, ServeSettings(max_wait_ms=1000, max_batch=3))
+    outcomes: list[Any] = [None] * 3
+    inputs = [["good one"], ["poison pill"], ["good two"]]
+    barrier = threading.Barrier(3)
+
+    def call(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = server.embed_documents(inputs[i], contexts["ships"])
+        except InvalidInput as exc:
+            outcomes[i] = exc
+
+    try:
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert isinstance(outcomes[1], InvalidInput)
+        for i in (0, 2):
+            want = embedder.embed_documents(inputs[i], contexts["ships"]).vectors
+            assert cosine(outcomes[i].vectors[0], want[0]) >= 0.99999
+        # invalid input never reaches the queue: it fails in the caller
+        with pytest.raises(InvalidInput):
+            server.embed_queries(["   "], contexts["ships"])
+        assert server.queued_tokens == 0
+    finally:
+        server.close()
+
+
+def test_query_cache_hits_identically_and_a_new_context_misses(
+    served: ServedEmbedder, embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
+) -> None:
+    recorder = Recorder()
+    served.add_observer(recorder)
+    first = served.embed_queries(["cached question", "another"], contexts["rivers"])
+    again = served.embed_queries(["cached question"], contexts["rivers"])
+    assert (recorder.hits, recorder.misses) == (1, 2)
+    np.testing.assert_array_equal(again.vectors[0], first.vectors[0])
+    assert again.token_counts[0] == first.token_counts[0]
+    forwards = len(recorder.batches)
+    # the same text under another context (a swapped-in version): a miss, and its own vector
+    swapped = contexts["ships"].copy()
+    other = served.embed_queries(["cached question"], swapped)
+    assert recorder.misses == 3 and len(recorder.batches) == forwards + 1
+    want = embedder.embed_queries(["cached question"], contexts["ships"]).vectors[0]
+    assert cosine(other.vectors[0], want) >= 0.99999
+    # documents are not cached; the hit ratio is what the metrics show
+    served.embed_documents(["cached question"], contexts["rivers"])
+    assert recorder.hits == 1 and served.cache_hit_ratio() == pytest.approx(1 / 4)
+
+
+def test_cache_is_bounded_and_can_be_off(
+    embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
+) -> None:
+    small = ServedEmbedder(embedder, ServeSettings(cache_size=2, max_wait_ms=0))
+    off = ServedEmbedder(embedder, ServeSettings(cache_size=0, batching=False))
+    try:
+        small.embed_queries(["a one", "b two", "c three"], contexts["rivers"])
+        assert small.cache_entries == 2
+        recorder = Recorder()
+        off.add_observer(recorder)
+        off.embed_queries(["a one"], contexts["rivers"])
+        off.embed_queries(["a one"], contexts["rivers"])
+        assert off.cache_entries == 0 and len(recorder.batches) == 2  # per-request path
+    finally:
+        small.close()
+        off.close()
