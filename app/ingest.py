@@ -24,8 +24,9 @@ from typing import Any
 from app.documents import Document, validate_documents
 from app.errors import CdeqError, ContextNotReady, NotFound, StoreUnavailable
 from app.jobs import BatchOutcome, Corpus, JobStatus, RedisJobStore, Start, context_sample, split
-from app.lifecycle import after_ingest_job, mirror_documents
+from app.lifecycle import after_ingest_job
 from app.model import Progress
+from app.rebuild import mirror_documents
 from app.service import Cdeq
 from app.store import PointRecord
 

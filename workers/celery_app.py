@@ -42,9 +42,9 @@ from app.ingest import (
     start_delivery,
 )
 from app.jobs.redis_store import lease_member
-from app.lifecycle import RebuildBatch, rebuild_failed, run_rebuild_batch
 from app.logs import request_id
 from app.queue import TASK_INGEST_BATCH, TASK_REBUILD_BATCH, make_celery
+from app.rebuild import RebuildBatch, rebuild_failed, run_rebuild_batch
 from app.reconcile import reconcile
 from app.service import Cdeq
 

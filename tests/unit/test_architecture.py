@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "migrations",
     ),
     ("app.service",),
-    ("app.ingest", "app.query", "app.embeddings", "app.reconcile", "app.lifecycle"),
+    ("app.ingest", "app.query", "app.embeddings", "app.reconcile", "app.lifecycle", "app.rebuild"),
     ("app.cli", "app.api", "app.integrations", "workers"),
 ]
 
