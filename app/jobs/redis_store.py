@@ -27,6 +27,7 @@ from typing import Any
 import redis
 
 from app.errors import NotFound, StoreUnavailable
+from app.jobs import lua
 from app.jobs.records import CONTEXT_TEXT_CHARS, BatchOutcome, Corpus, JobState, JobStatus
 
 KEY = "cdeq:job:{}"
@@ -35,107 +36,6 @@ LEASE_OWNERS = "cdeq:leases:owner"
 ACTIVE_JOBS = "cdeq:jobs:active"
 METRICS = "cdeq:metrics"
 RECONCILE_LOCK = "cdeq:lock:reconcile"
-
-_RECORD_BATCH = """
--- KEYS: job hash, done-batches set, errors hash, warnings hash, batches hash, context sample,
---       deliveries hash, active-jobs set
--- ARGV: batch index, ok, failed, truncated, now, errors json, warnings json, ttl, job id
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'succeeded', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'truncated', ARGV[4])
-local errors = cjson.decode(ARGV[6])
-for id, reason in pairs(errors) do redis.call('HSET', KEYS[3], id, reason) end
-local warnings = cjson.decode(ARGV[7])
-for id, reason in pairs(warnings) do redis.call('HSET', KEYS[4], id, reason) end
-local done = redis.call('SCARD', KEYS[2])
-local batches = tonumber(redis.call('HGET', KEYS[1], 'batches'))
-local state = 'running'
-local finished = done >= batches
-if finished then
-  local failed = tonumber(redis.call('HGET', KEYS[1], 'failed'))
-  local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
-  if failed >= total then state = 'failed' elseif failed > 0 then state = 'done_with_errors' else state = 'done' end
-  redis.call('HSET', KEYS[1], 'finished_at', ARGV[5])
-end
-local current = redis.call('HGET', KEYS[1], 'state')
-if current == 'queued' or current == 'running' then redis.call('HSET', KEYS[1], 'state', state) end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[5], 'activity_at', ARGV[5])
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[8]) end
-if finished then
-  -- the documents and the context sample are only needed while batches remain
-  redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])
-  redis.call('SREM', KEYS[8], ARGV[9])
-end
-return 1
-"""
-
-_BEGIN = """
--- KEYS: job hash, done set, deliveries hash, leases zset, lease owners hash, metrics hash
--- ARGV: batch index, lease member, lease expiry, token, max deliveries, now, ttl
--- returns {code, crashes}: -1 no such job, 0 nothing to do, 1 run it, 2 crashed too often
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
-local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'queued' and state ~= 'running' then return {0, 0} end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {0, 0} end
-local started = tonumber(redis.call('HGET', KEYS[3], 's' .. ARGV[1]) or '0')
-local ended = tonumber(redis.call('HGET', KEYS[3], 'e' .. ARGV[1]) or '0')
-local crashes = started - ended
-if crashes < 0 then crashes = 0 end
-if crashes >= tonumber(ARGV[5]) then return {2, crashes} end
-if crashes > 0 then redis.call('HINCRBY', KEYS[6], 'redeliveries', 1) end
-redis.call('HINCRBY', KEYS[3], 's' .. ARGV[1], 1)
-redis.call('EXPIRE', KEYS[3], ARGV[7])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
-redis.call('HSET', KEYS[5], ARGV[2], ARGV[4])
-redis.call('HSET', KEYS[1], 'activity_at', ARGV[6])
-return {1, crashes}
-"""
-
-_END = """
--- KEYS: deliveries hash, leases zset, lease owners hash
--- ARGV: batch index, lease member, token ('' = whoever holds it), keep-until (0 = drop), ttl
-redis.call('HINCRBY', KEYS[1], 'e' .. ARGV[1], 1)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-local owner = redis.call('HGET', KEYS[3], ARGV[2])
-if ARGV[3] == '' or owner == ARGV[3] then
-  if tonumber(ARGV[4]) > 0 then
-    redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
-  else
-    redis.call('ZREM', KEYS[2], ARGV[2])
-    redis.call('HDEL', KEYS[3], ARGV[2])
-  end
-end
-return 1
-"""
-
-_RENEW = """
--- KEYS: leases zset, lease owners hash, then one job hash per lease
--- ARGV: expiry, now, then member, token per lease
-local renewed = 0
-for i = 3, #KEYS do
-  local member = ARGV[(i - 3) * 2 + 3]
-  local token = ARGV[(i - 3) * 2 + 4]
-  if redis.call('HGET', KEYS[2], member) == token then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], member)
-    redis.call('HSET', KEYS[i], 'activity_at', ARGV[2])
-    renewed = renewed + 1
-  end
-end
-return renewed
-"""
-
-_CLAIM_EXPIRED = """
--- KEYS: leases zset, lease owners hash, metrics hash; ARGV: now
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-for _, member in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], member)
-  redis.call('HDEL', KEYS[2], member)
-end
-if #expired > 0 then redis.call('HINCRBY', KEYS[3], 'expired_leases', #expired) end
-return expired
-"""
 
 
 class Start(IntEnum):
@@ -185,15 +85,6 @@ def _safe_map(d: Mapping[str, str]) -> dict[str, str]:
     return {_safe(str(k)): _safe(str(v)) for k, v in d.items()}
 
 
-_MARK_RUNNING = """
-if redis.call('HGET', KEYS[1], 'state') == 'queued' then
-  redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[1], 'updated_at', ARGV[1])
-  return 1
-end
-return 0
-"""
-
-
 def _redis_errors(what: str) -> StoreUnavailable:
     return StoreUnavailable(f"Redis is unreachable while {what}; retry shortly", retry_after_s=2.0)
 
@@ -204,12 +95,12 @@ class RedisJobStore:
     def __init__(self, client: redis.Redis, *, ttl_s: int = 7 * 24 * 3600) -> None:
         self.client = client
         self.ttl_s = ttl_s
-        self._record = client.register_script(_RECORD_BATCH)
-        self._running = client.register_script(_MARK_RUNNING)
-        self._begin = client.register_script(_BEGIN)
-        self._end = client.register_script(_END)
-        self._renew = client.register_script(_RENEW)
-        self._claim = client.register_script(_CLAIM_EXPIRED)
+        self._record = client.register_script(lua.RECORD_BATCH)
+        self._running = client.register_script(lua.MARK_RUNNING)
+        self._begin = client.register_script(lua.BEGIN)
+        self._end = client.register_script(lua.END)
+        self._renew = client.register_script(lua.RENEW)
+        self._claim = client.register_script(lua.CLAIM_EXPIRED)
 
     @staticmethod
     def _keys(job_id: str) -> list[str]:
