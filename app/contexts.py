@@ -217,21 +217,8 @@ class Contexts:
         started = time.monotonic()
         dataset = embedder.embed_context([c["text"] for c in chosen], seed=seed)
         self.builds += 1
-        physical = self.store.ensure_physical(collection, version)
-        self.store.save_context(
-            ContextRecord(
-                collection=collection,
-                version=version,
-                dataset_embeddings=dataset,
-                sampled_ids=[c["id"] for c in chosen if c["id"]],
-                model_id=embedder.model_id,
-                created_at=time.time(),
-                state="building",
-                source=source,
-                points_at_build=points_at_build,
-                fingerprint=model_fingerprint(embedder),
-                trigger=trigger,
-            )
+        physical = self._store_version(
+            collection, version, dataset, chosen, "building", source, trigger, points_at_build
         )
         log.info(
             "built context %d of %r (%s) from %d texts in %.1fs",
@@ -251,6 +238,38 @@ class Contexts:
             embedder.model_id,
             model_fingerprint(embedder),
         )
+
+    def _store_version(
+        self,
+        collection: str,
+        version: int,
+        dataset: np.ndarray,
+        chosen: Corpus,
+        state: str,
+        source: ContextSource,
+        trigger: str,
+        points_at_build: int,
+    ) -> str:
+        """Save context `version` (its dataset embeddings and provenance) and create its
+        physical collection; returns the physical collection's name."""
+        embedder = self._embedder()
+        physical = self.store.ensure_physical(collection, version)
+        self.store.save_context(
+            ContextRecord(
+                collection=collection,
+                version=version,
+                dataset_embeddings=dataset,
+                sampled_ids=[c["id"] for c in chosen if c["id"]],
+                model_id=embedder.model_id,
+                created_at=time.time(),
+                state=state,
+                source=source,
+                points_at_build=points_at_build,
+                fingerprint=model_fingerprint(embedder),
+                trigger=trigger,
+            )
+        )
+        return physical
 
     def create_collection(
         self, collection: str, context_texts: Sequence[str] | None = None
@@ -310,9 +329,7 @@ class Contexts:
         else:
             chosen = sample_context(list(corpus), embedder.context_size, seed)
         started = time.monotonic()
-        if (
-            source == ContextSource.GENERIC
-        ):  # one stage-1 pass per process serves every generic collection
+        if source == ContextSource.GENERIC:  # one stage-1 pass per process serves them all
             dataset = self.generic()
         else:
             dataset = embedder.embed_context(
@@ -322,21 +339,8 @@ class Contexts:
             )
             self.builds += 1
         version = self.store.next_context_version(collection)
-        physical = self.store.ensure_physical(collection, version)
-        self.store.save_context(
-            ContextRecord(
-                collection=collection,
-                version=version,
-                dataset_embeddings=dataset,
-                sampled_ids=[c["id"] for c in chosen if c["id"]],
-                model_id=embedder.model_id,
-                created_at=time.time(),
-                state="ready",
-                source=source,
-                points_at_build=points_at_build,
-                fingerprint=model_fingerprint(embedder),
-                trigger=trigger,
-            )
+        physical = self._store_version(
+            collection, version, dataset, chosen, "ready", source, trigger, points_at_build
         )
         self.store.set_alias(collection, physical)
         log.info(

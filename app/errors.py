@@ -86,3 +86,7 @@ class DeviceOutOfMemory(CdeqError):
     def __init__(self, message: str, *, retry_after_s: float = 30.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+# Errors that pass: a batch that meets one is tried again later instead of failing its documents.
+TRANSIENT_ERRORS = (StoreUnavailable, ContextNotReady)

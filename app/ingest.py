@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.documents import Document, validate_documents
-from app.errors import CdeqError, ContextNotReady, NotFound, StoreUnavailable
+from app.errors import TRANSIENT_ERRORS, CdeqError, NotFound, StoreUnavailable
 from app.jobs import BatchOutcome, Corpus, JobStatus, RedisJobStore, Start, context_sample, split
 from app.lifecycle import after_ingest_job
 from app.model import Progress
@@ -31,9 +31,6 @@ from app.service import Cdeq
 from app.store import PointRecord
 
 log = logging.getLogger(__name__)
-
-# Errors that pass: the batch is tried again later instead of failing its documents.
-TRANSIENT_ERRORS = (StoreUnavailable, ContextNotReady)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,8 +42,12 @@ from app.errors import (
     NotFound,
     StoreUnavailable,
 )
+from app.model import Progress
 from app.names import check_collection_name
 from app.rebuild import (
+    CATCH_UP_PASSES,
+    REBUILD_COUNTS_KEY,
+    TRIGGERS,
     RebuildBatch,
     abandon,
     apply_retention,
@@ -66,12 +70,6 @@ from app.service import Cdeq
 from app.store import ContextRecord, ContextSource, RebuildMarker
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
-TRANSIENT_ERRORS = (StoreUnavailable, ContextNotReady)
-REBUILD_COUNTS_KEY = "cdeq:metrics:context_rebuilds"
-TRIGGERS = ("manual", "auto-generic", "auto-growth")
-_CATCH_UP_PASSES = 5
 
 
 # ---- inspecting --------------------------------------------------------------------------------
@@ -376,7 +374,7 @@ def rollback(collection: str, *, service: Cdeq) -> int:
             )
         previous = service.contexts.at_version(collection, max(older))
         service.contexts.check_model(previous)
-        for _ in range(_CATCH_UP_PASSES):
+        for _ in range(CATCH_UP_PASSES):
             if catch_up(service, collection, live, previous) == 0:
                 break
         store.set_alias(collection, previous.physical)

@@ -7,19 +7,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.contexts import Context
 from app.documents import Document
 from app.errors import (
+    TRANSIENT_ERRORS,
     CdeqError,
     Conflict,
     ContextNotReady,
     InvalidInput,
     NotFound,
-    StoreUnavailable,
 )
 from app.jobs import BatchOutcome, JobStatus
 from app.jobs.records import CONTEXT_TEXT_CHARS
@@ -29,11 +29,9 @@ from app.store import ContextRecord, ContextSource, PointRecord, RebuildMarker, 
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
-TRANSIENT_ERRORS = (StoreUnavailable, ContextNotReady)
 REBUILD_COUNTS_KEY = "cdeq:metrics:context_rebuilds"
 TRIGGERS = ("manual", "auto-generic", "auto-growth")
-_CATCH_UP_PASSES = 5
+CATCH_UP_PASSES = 5
 
 
 @dataclass(frozen=True)
@@ -159,7 +157,7 @@ def finish_rebuild(svc: Cdeq, collection: str, job_id: str) -> None:
         if live != target.physical:
             if live != source:
                 raise Conflict(f"the alias of {collection!r} moved to {live!r} during the rebuild")
-            for _ in range(_CATCH_UP_PASSES):
+            for _ in range(CATCH_UP_PASSES):
                 if catch_up(svc, collection, source, target) == 0:
                     break
             else:
