@@ -201,6 +201,12 @@ class ServeSettings(BaseModel):
         2.0, ge=0, le=1000, description="how long a forward waits for more requests to pack"
     )
     max_batch: int = Field(256, ge=1, le=65_536, description="texts per packed forward")
+    model_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="packed forwards that may run at once (each takes the next batch)",
+    )
     max_batch_tokens: int | None = Field(
         None,
         ge=1032,

@@ -136,7 +136,8 @@ class ServedEmbedder(CdeEmbedder):
         self.__queued_tokens = 0  # admitted and not yet finished: waiting or running
         self.__rate = 0.0  # tokens per second of recent forwards (for Retry-After)
         self.__closed = False
-        self.__thread: threading.Thread | None = None
+        self.model_threads = settings.model_threads
+        self.__threads: list[threading.Thread] = []
         self.__context_keys: dict[int, tuple[weakref.ref[Any], str]] = {}
         self.__keys_lock = threading.Lock()
         self.__local = threading.local()
@@ -364,11 +365,12 @@ class ServedEmbedder(CdeEmbedder):
 
     def __enqueue(self, parts: list[_Part]) -> None:
         with self.__cond:
-            if self.__thread is None:
-                self.__thread = threading.Thread(
-                    target=self.__loop, name="cdeq-model-server", daemon=True
+            while len(self.__threads) < self.model_threads:
+                thread = threading.Thread(
+                    target=self.__loop, name=f"cdeq-model-server-{len(self.__threads)}", daemon=True
                 )
-                self.__thread.start()
+                thread.start()
+                self.__threads.append(thread)
             self.__pending.extend(parts)
             self.__cond.notify_all()
 
@@ -491,8 +493,8 @@ class ServedEmbedder(CdeEmbedder):
         with self.__cond:
             self.__closed = True
             self.__cond.notify_all()
-        if self.__thread is not None:
-            self.__thread.join(timeout=30)
+        for thread in self.__threads:
+            thread.join(timeout=30)
 
 
 __all__ = ["DOCUMENT", "QUERY", "ServeObserver", "ServedEmbedder", "model_fingerprint"]

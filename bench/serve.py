@@ -3,6 +3,7 @@ per-request path (`CDEQ_SERVE__BATCHING=false`), in the same run.
 
     .venv/bin/python bench/serve.py [--model DIR | --size mid] [--device cpu|cuda]
                                     [--clients 1,8,32] [--requests N] [--json FILE] [--dry-run]
+                                    [--modes batched,batched-2,per-request]
 
 For each mode the script starts `cdeq serve` (local Qdrant folder, no Redis, query cache off so
 every request runs the model), ingests a collection of real texts (bench/data/docs.txt), warms
@@ -80,19 +81,22 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(model: Path, device: str, batching: bool, tmp: Path) -> Iterator[str]:
+def server(
+    model: Path, device: str, batching: bool, tmp: Path, model_threads: int = 1
+) -> Iterator[str]:
     """A real `cdeq serve` in one mode; yields its URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDEQ_")}
     env.update(
         PYTHONPATH=str(ROOT),
-        CDEQ_QDRANT__PATH=str(tmp / f"qdrant-{batching}"),
+        CDEQ_QDRANT__PATH=str(tmp / f"qdrant-{batching}-{model_threads}"),
         CDEQ_SERVE__BATCHING=str(batching).lower(),
+        CDEQ_SERVE__MODEL_THREADS=str(model_threads),
         CDEQ_SERVE__CACHE_SIZE="0",  # measure the model, not the cache
         CDEQ_SERVE__MAX_QUEUE_TOKENS=str(100_000_000),  # no 429s in a benchmark
         CDEQ_LOG_LEVEL="WARNING",
     )
-    out = (tmp / f"server-{batching}.log").open("wb")
+    out = (tmp / f"server-{batching}-{model_threads}.log").open("wb")
     cmd = [sys.executable, "-m", "app.cli", "serve", "--model", str(model), "--device", device]
     process = subprocess.Popen(
         [*cmd, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
@@ -223,7 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
     parser.add_argument("--requests", type=int, default=96, help="requests per client count")
-    parser.add_argument("--modes", default="batched,per-request")
+    parser.add_argument(
+        "--modes",
+        default="batched,per-request",
+        help="batched (one model thread), batched-N (N model threads), per-request",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--dry-run", action="store_true", help="tiny model, 8 requests: a check")
     args = parser.parse_args(argv)
@@ -240,8 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for mode in args.modes.split(","):
-            batching = mode == "batched"
-            with server(model, args.device, batching, tmp) as url:
+            batching = mode.startswith("batched")
+            threads = int(mode.split("-")[1]) if mode.startswith("batched-") else 1
+            with server(model, args.device, batching, tmp, threads) as url:
                 log(f"[{mode}] ingesting {len(documents)} documents …")
                 r = httpx.post(
                     f"{url}/v1/collections/{COLLECTION}/documents",

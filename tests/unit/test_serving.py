@@ -48,9 +48,10 @@ def contexts(embedder: CdeEmbedder) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.fixture()
-def served(embedder: CdeEmbedder) -> Iterator[ServedEmbedder]:
-    server = ServedEmbedder(embedder, ServeSettings(max_wait_ms=1000, max_batch=12))
+@pytest.fixture(params=[1, 2], ids=["one-model-thread", "two-model-threads"])
+def served(embedder: CdeEmbedder, request: pytest.FixtureRequest) -> Iterator[ServedEmbedder]:
+    settings = ServeSettings(max_wait_ms=1000, max_batch=12, model_threads=request.param)
+    server = ServedEmbedder(embedder, settings)
     yield server
     server.close()
 
