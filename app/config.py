@@ -202,10 +202,11 @@ class ServeSettings(BaseModel):
     )
     max_batch: int = Field(256, ge=1, le=65_536, description="texts per packed forward")
     model_threads: int = Field(
-        1,
+        2,
         ge=1,
         le=64,
-        description="packed forwards that may run at once (each takes the next batch)",
+        description="packed forwards that may run at once (each takes the next batch): one "
+        "packs while another computes; each holds its own activations",
     )
     max_batch_tokens: int | None = Field(
         None,

@@ -167,7 +167,8 @@ def test_a_caller_that_gives_up_does_not_spoil_the_batch(
     embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
 ) -> None:
     gated = GatedEmbedder(embedder)
-    server = ServedEmbedder(gated, ServeSettings(max_wait_ms=0))
+    # one model thread, so the later requests really wait behind the held one
+    server = ServedEmbedder(gated, ServeSettings(max_wait_ms=0, model_threads=1))
     context = contexts["rivers"]
     key = (server.context_key(context), QUERY)
     try:
