@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -175,3 +176,39 @@ def serve_process(model_dir: Path, tmp: Path, env: dict[str, str]) -> Iterator[S
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def slow_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `cdeq worker` (tests/helpers/slow_worker.py) in its own process group, whose
+    first upsert writes half a batch and hangs; stopped with its pool at the end."""
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.slow_worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield worker
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+
+
+def kill_mid_batch(worker: subprocess.Popen[bytes], marker: Path, log_path: Path) -> None:
+    """Wait (bounded) until the slow worker's pool process wrote `marker` mid-upsert, then
+    SIGKILL that pool process."""
+    deadline = time.monotonic() + 90
+    while not marker.exists():
+        assert worker.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, "the worker never reached the upsert"
+        time.sleep(0.1)
+    time.sleep(0.2)
+    os.kill(int(marker.read_text()), signal.SIGKILL)

@@ -5,10 +5,6 @@ documents ingested and deleted while a rebuild runs."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +21,15 @@ from app.model import CdeEmbedder
 from app.query import delete_documents, search
 from app.service import Cdeq
 from app.store import QdrantStore, point_id
-from tests.helpers.builders import ROOT, corpus, cosine, make_settings, wait_finished
+from tests.helpers.builders import (
+    ROOT,
+    corpus,
+    cosine,
+    kill_mid_batch,
+    make_settings,
+    slow_worker,
+    wait_finished,
+)
 from tests.helpers.faults import CountingEmbedder, PausingEmbedder
 from tests.integration.conftest import flushed, redis_url
 from workers.celery_app import create_app, set_worker_service
@@ -224,35 +228,13 @@ def test_worker_killed_mid_rebuild_resumes_and_completes(
         "CDEQ_TEST_KILL_TARGET": "killed__c2",
         "PYTHONPATH": str(ROOT),
     }
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.slow_worker"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while not marker.exists():
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
-            assert time.monotonic() < deadline, "the worker never reached the upsert"
-            time.sleep(0.1)
-        time.sleep(0.2)
-        os.kill(int(marker.read_text()), signal.SIGKILL)  # the pool process, mid-batch
+    log_path = tmp_path / "worker.log"
+    with slow_worker(env, log_path) as worker:
+        kill_mid_batch(worker, marker, log_path)  # the pool process, mid-batch
         try:
             status = wait_finished(job_id, producer, timeout=120)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{(tmp_path / 'worker.log').read_text()[:6000]}") from None
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-        log.close()
+            raise AssertionError(f"{exc}\n{log_path.read_text()[:6000]}") from None
     try:
         assert (status.state, status.succeeded) == ("done", 120), (
             tmp_path / "worker.log"

@@ -4,10 +4,6 @@ a separate process), Qdrant local mode, the tiny model."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +19,7 @@ from app.model import CdeEmbedder
 from app.query import list_collections, search
 from app.service import Cdeq
 from app.store import QdrantStore
-from tests.helpers.builders import ROOT, documents, wait_finished
+from tests.helpers.builders import ROOT, documents, kill_mid_batch, slow_worker, wait_finished
 from tests.helpers.builders import make_settings as _make_settings
 from tests.helpers.faults import CountingEmbedder, FlakyStore
 from tests.integration.conftest import flushed, redis_url
@@ -201,33 +197,13 @@ def test_worker_killed_mid_batch_redelivers_exactly_once(
     settings = make_settings(tiny_model_dir, qdrant_path, batch_size=40)
     producer = Cdeq(settings)  # Redis only: never opens the worker's Qdrant folder
     docs = documents(120)
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.slow_worker"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log_path = tmp_path / "worker.log"
     try:
-        job_id = enqueue("killed", docs, service=producer)
-        deadline = time.monotonic() + 90
-        while not marker.exists():
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
-            assert time.monotonic() < deadline, "the worker never reached the upsert"
-            time.sleep(0.1)
-        time.sleep(0.2)
-        os.kill(int(marker.read_text()), signal.SIGKILL)  # the pool process, mid-batch
-        status = wait_finished(job_id, producer, timeout=120)
+        with slow_worker(env, log_path) as worker:
+            job_id = enqueue("killed", docs, service=producer)
+            kill_mid_batch(worker, marker, log_path)  # the pool process, mid-batch
+            status = wait_finished(job_id, producer, timeout=120)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-        log.close()
         producer.close()
     assert (status.state, status.total, status.succeeded, status.failed) == ("done", 120, 120, 0), (
         tmp_path / "worker.log"
