@@ -260,3 +260,30 @@ def test_cache_is_bounded_and_can_be_off(
     finally:
         small.close()
         off.close()
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(1, [8]), (2, [4, 4]), (3, [3, 3, 2])])
+def test_idle_model_threads_share_the_waiting_rows(
+    embedder: CdeEmbedder, contexts: dict[str, np.ndarray], threads: int, expected: list[int]
+) -> None:
+    """Eight one-text callers wait together: one model thread packs all eight; with idle
+    threads each takes its fair share, so they compute at once instead of one waiting."""
+    server = ServedEmbedder(
+        embedder, ServeSettings(max_wait_ms=1000, max_batch=16, model_threads=threads)
+    )
+    recorder = Recorder()
+    server.add_observer(recorder)
+    context = contexts["rivers"]
+    key = (server.context_key(context), QUERY)
+    texts = [f"question number {i} about rivers" for i in range(8)]
+    try:
+        futures = [
+            f for t in texts for f in server.submit([t], server.costs([t], QUERY), context, key)
+        ]
+        outs = [f.result(60) for f in futures]
+        assert sorted((rows for rows, _ in recorder.batches), reverse=True) == expected
+        want = embedder.embed_queries(texts, context).vectors
+        got = np.concatenate([o.vectors for o in outs])
+        assert (cosine(got, want) >= 0.99999).all()  # every caller still got its own row
+    finally:
+        server.close()
