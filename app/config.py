@@ -198,7 +198,11 @@ class ServeSettings(BaseModel):
         "its own forward in its own thread (the per-request path)",
     )
     max_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="how long a forward waits for more requests to pack"
+        2.0,
+        ge=0,
+        le=1000,
+        description="how long a forward waits for more requests to pack while another forward "
+        "runs (an idle model starts at once)",
     )
     max_batch: int = Field(256, ge=1, le=65_536, description="texts per packed forward")
     model_threads: int = Field(

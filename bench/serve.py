@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +227,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", default="mid", choices=["tiny", "mid", "full"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
-    parser.add_argument("--requests", type=int, default=96, help="requests per client count")
+    parser.add_argument("--requests", type=int, default=128, help="requests per row and round")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds; each runs every (clients, mode) once, modes interleaved; the table "
+        "shows medians over rounds",
+    )
     parser.add_argument(
         "--modes",
         default="batched,per-request",
@@ -238,50 +245,99 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="tiny model, 8 requests: a check")
     args = parser.parse_args(argv)
     if args.dry_run:
-        args.size, args.requests, args.model = "tiny", 8, None
+        args.size, args.requests, args.rounds, args.model = "tiny", 8, 1, None
     model = args.model or checkpoint(args.size)
     clients = [int(c) for c in args.clients.split(",")]
+    modes = args.modes.split(",")
     corpus = read_corpus()
     documents = [{"id": f"d{i}", "text": t} for i, t in enumerate(corpus[:200])]
-    # query texts: sentences of the corpus, each used once per (mode, clients)
+    # query texts: sentences of the corpus, each used once per (round, mode, clients)
     words = " ".join(corpus[200:]).split()
     queries = [" ".join(words[i * 12 : i * 12 + 12]) for i in range(args.requests)]
-    results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp_name:
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as servers:
         tmp = Path(tmp_name)
-        for mode in args.modes.split(","):
+        urls: dict[str, str] = {}
+        for mode in modes:  # every mode's server up at once: idle ones cost nothing
             batching = mode.startswith("batched")
             threads = int(mode.split("-")[1]) if mode.startswith("batched-") else None
-            with server(model, args.device, batching, tmp, threads) as url:
-                log(f"[{mode}] ingesting {len(documents)} documents …")
-                r = httpx.post(
-                    f"{url}/v1/collections/{COLLECTION}/documents",
-                    json={"documents": documents},
-                    timeout=1800,
-                )
-                r.raise_for_status()
-                drive(url, 4, [f"warm-up {i} {q}" for i, q in enumerate(queries[:8])])
-                for n in clients:
+            url = servers.enter_context(server(model, args.device, batching, tmp, threads))
+            log(f"[{mode}] ingesting {len(documents)} documents …")
+            r = httpx.post(
+                f"{url}/v1/collections/{COLLECTION}/documents",
+                json={"documents": documents},
+                timeout=1800,
+            )
+            r.raise_for_status()
+            drive(url, 4, [f"warm-up {i} {q}" for i, q in enumerate(queries[:8])])
+            urls[mode] = url
+        for round_ in range(args.rounds):
+            for n in clients:
+                # modes take turns, the first one rotating: a slow minute of a noisy machine
+                # falls on every mode alike
+                turn = (round_ + clients.index(n)) % len(modes)
+                for mode in modes[turn:] + modes[:turn]:
+                    url = urls[mode]
                     before = scrape(url)
-                    row: dict[str, Any] = {"mode": mode, "clients": n}
-                    row.update(drive(url, n, [f"{q} ({mode} {n})" for q in queries]))
-                    if batching and args.device.startswith("cuda"):
+                    row: dict[str, Any] = {"mode": mode, "clients": n, "round": round_}
+                    texts = [f"{q} ({mode} {n} {round_})" for q in queries]
+                    row.update(drive(url, n, texts))
+                    if mode.startswith("batched") and args.device.startswith("cuda"):
                         row.update(mfu(before, scrape(url), model, args.device))
-                    results.append(row)
-                    log(f"[{mode}] {n} clients: {row}")
-    print(report(results, args, model))
+                    runs.append(row)
+                    log(f"[{mode}] round {round_}, {n} clients: {row}")
+    results = summarize(runs, modes, clients)
+    print(report(results, runs, args, model))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"model": str(model), "device": args.device, "requests": args.requests}
-        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        meta = {
+            "model": str(model),
+            "device": args.device,
+            "requests": args.requests,
+            "rounds": args.rounds,
+        }
+        payload = {"meta": meta, "results": results, "runs": runs}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 
-def report(results: list[dict[str, Any]], args: argparse.Namespace, model: Path) -> str:
+def summarize(
+    runs: list[dict[str, Any]], modes: list[str], clients: list[int]
+) -> list[dict[str, Any]]:
+    """Per (mode, clients): the median of each number over the rounds."""
+    results = []
+    for mode in modes:
+        for n in clients:
+            mine = [r for r in runs if r["mode"] == mode and r["clients"] == n]
+            row: dict[str, Any] = {"mode": mode, "clients": n, "rounds": len(mine)}
+            for name in mine[0]:
+                if name not in row and name != "round":
+                    row[name] = statistics.median(r[name] for r in mine)
+            results.append(row)
+    return results
+
+
+def round_ratios(runs: list[dict[str, Any]], mode: str, clients: int, field: str) -> list[float]:
+    """`field` of `mode` ÷ the per-request path's, round by round (same minutes of the run)."""
+    by = {(r["mode"], r["clients"], r["round"]): r[field] for r in runs}
+    return [
+        value / by[("per-request", clients, k)]
+        for (m, n, k), value in by.items()
+        if m == mode and n == clients and ("per-request", clients, k) in by
+    ]
+
+
+def report(
+    results: list[dict[str, Any]],
+    runs: list[dict[str, Any]],
+    args: argparse.Namespace,
+    model: Path,
+) -> str:
     lines = [
         f"Serving: {model.name} on {args.device} ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs), {args.requests} single-query requests per row "
-        "(search and /v1/embeddings alternating), query cache off",
+        f"{os.cpu_count()} CPUs), {args.requests} single-query requests per row and round "
+        "(search and /v1/embeddings alternating), query cache off; medians of "
+        f"{args.rounds} round(s), modes interleaved",
         "",
         "| mode | clients | p50 ms | p95 ms | p99 ms | req/s | MFU |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -292,19 +348,20 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, model: Path)
             f"| {r['mode']} | {r['clients']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['rps']:.1f} | {mfu_cell} |"
         )
-    by = {(r["mode"], r["clients"]): r for r in results}
     most, least = max(r["clients"] for r in results), min(r["clients"] for r in results)
-    batched = sorted({r["mode"] for r in results if r["mode"].startswith("batched")})
-    if ("per-request", most) in by:
-        lines.append("")
+    batched = [m for m in dict.fromkeys(r["mode"] for r in results) if m.startswith("batched")]
+    lines.append("")
     for mode in batched:
-        if (mode, most) not in by or ("per-request", most) not in by:
+        rps = round_ratios(runs, mode, most, "rps")
+        p50 = round_ratios(runs, mode, least, "p50_ms")
+        if not rps or not p50:
             continue
-        ratio = by[(mode, most)]["rps"] / by[("per-request", most)]["rps"]
-        p50 = by[(mode, least)]["p50_ms"] / by[("per-request", least)]["p50_ms"]
+        each = ", ".join(f"{x:.2f}" for x in rps)
         lines += [
-            f"- throughput at {most} clients, {mode} / per-request: **{ratio:.2f}×**",
-            f"- p50 at {least} client(s), {mode} / per-request: **{p50:.2f}×** (< 1 is faster)",
+            f"- throughput at {most} clients, {mode} / per-request: "
+            f"**{statistics.median(rps):.2f}×** (median; rounds: {each})",
+            f"- p50 at {least} client(s), {mode} / per-request: "
+            f"**{statistics.median(p50):.2f}×** (median; < 1 is faster)",
         ]
     return "\n".join(lines)
 

@@ -5,7 +5,8 @@ and a GPU is only busy when rows are many. So concurrent callers' texts are pack
 shared forwards, as Text Embeddings Inference does:
 
 - `batcher.Batcher` is the queue: callers' checked texts wait as parts; `model_threads`
-  threads each take the oldest waiting part, wait at most `max_wait_ms` for more, and pack
+  threads each take the oldest waiting part, wait at most `max_wait_ms` for more while
+  another forward runs (an idle model starts at once: no added latency at low load), and pack
   the waiting parts with the **same context and input type** (what one `embed_queries` /
   `embed_documents` call shares) up to `max_batch` texts and `max_batch_tokens` tokens — and
   no more than their fair share when other model threads are idle, so that every thread

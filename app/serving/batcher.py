@@ -186,7 +186,9 @@ class Batcher:
                     return
                 first = self._pending[0]
                 deadline = first.enqueued + self.max_wait_s
-                while not self._closed and not self._full(first.key):
+                # Waiting for more only pays while another forward keeps the model busy: an
+                # idle model starts at once (no max_wait at one client).
+                while self._busy and not self._closed and not self._full(first.key):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break

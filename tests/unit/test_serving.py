@@ -16,6 +16,7 @@ from app.config import ServeSettings
 from app.errors import InvalidInput, Overloaded
 from app.model import CdeEmbedder
 from app.serving import DOCUMENT, QUERY, ServedEmbedder
+from app.serving.batcher import Batcher
 from tests.helpers.builders import cosine
 from tests.helpers.faults import GatedEmbedder, PoisonEmbedder
 from tests.helpers.texts import topical_texts
@@ -64,9 +65,14 @@ def until(condition: Any, what: str) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=["one-model-thread", "two-model-threads"])
 def test_concurrent_callers_get_exactly_their_own_vectors(
-    served: ServedEmbedder, embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
+    embedder: CdeEmbedder, contexts: dict[str, np.ndarray], threads: int
 ) -> None:
+    gated = GatedEmbedder(embedder)
+    served = ServedEmbedder(
+        gated, ServeSettings(max_wait_ms=1000, max_batch=12, model_threads=threads)
+    )
     recorder = Recorder()
     served.add_observer(recorder)
     texts = topical_texts(48, seed=9)
@@ -78,19 +84,30 @@ def test_concurrent_callers_get_exactly_their_own_vectors(
         mine = [texts[(3 * i + j) % 48] * (1 + 40 * (j % 2)) for j in range(1 + i % 4)]
         jobs.append((name, kind, mine))
     results: list[Any] = [None] * len(jobs)
-    barrier = threading.Barrier(len(jobs))
 
     def call(i: int) -> None:
         name, kind, mine = jobs[i]
         run = served.embed_queries if kind == QUERY else served.embed_documents
-        barrier.wait()
         results[i] = run(mine, contexts[name])
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    # A forward held still keeps the model busy while all 16 callers queue behind it, so what
+    # gets packed does not depend on thread timing.
+    held = threading.Thread(target=lambda: served.embed_queries(["held"], contexts["ships"]))
+    held.start()
+    try:
+        assert gated.entered.wait(30)
+        threads_ = [threading.Thread(target=call, args=(i,)) for i in range(len(jobs))]
+        for t in threads_:
+            t.start()
+        total = sum(sum(served.costs(mine, kind)) for _, kind, mine in jobs)
+        total += sum(served.costs(["held"], QUERY))
+        until(lambda: served.queued_tokens == total, "all 16 callers to be queued")
+        gated.gate.set()
+        for t in [held, *threads_]:
+            t.join(60)
+    finally:
+        gated.gate.set()
+        served.close()
     for (name, kind, mine), got in zip(jobs, results, strict=True):
         for j, text in enumerate(mine):  # against the library, one text at a time
             run = embedder.embed_queries if kind == QUERY else embedder.embed_documents
@@ -191,25 +208,29 @@ def test_a_caller_that_gives_up_does_not_spoil_the_batch(
 
 
 def test_a_bad_request_fails_alone(embedder: CdeEmbedder, contexts: dict[str, np.ndarray]) -> None:
-    poison = PoisonEmbedder(embedder, "poison pill")
-    server = ServedEmbedder(poison, ServeSettings(max_wait_ms=1000, max_batch=3))
+    gated = GatedEmbedder(PoisonEmbedder(embedder, "poison pill"))
+    server = ServedEmbedder(gated, ServeSettings(max_wait_ms=0, max_batch=3, model_threads=1))
     outcomes: list[Any] = [None] * 3
     inputs = [["good one"], ["poison pill"], ["good two"]]
-    barrier = threading.Barrier(3)
 
     def call(i: int) -> None:
-        barrier.wait()
         try:
             outcomes[i] = server.embed_documents(inputs[i], contexts["ships"])
         except InvalidInput as exc:
             outcomes[i] = exc
 
     try:
+        held = threading.Thread(target=lambda: server.embed_documents(["held"], contexts["ships"]))
+        held.start()
+        assert gated.entered.wait(30)  # the model is busy: the three queue behind it
         threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
-        for t in threads:
+        until(lambda: server.queued_requests == 3, "the three requests to be queued")
+        gated.gate.set()
+        for t in [held, *threads]:
             t.join(60)
+        assert sorted(gated.calls[1]) == ["good one", "good two", "poison pill"]  # packed
         assert isinstance(outcomes[1], InvalidInput)
         for i in (0, 2):
             want = embedder.embed_documents(inputs[i], contexts["ships"]).vectors
@@ -262,28 +283,45 @@ def test_cache_is_bounded_and_can_be_off(
         off.close()
 
 
-@pytest.mark.parametrize(("threads", "expected"), [(1, [8]), (2, [4, 4]), (3, [3, 3, 2])])
-def test_idle_model_threads_share_the_waiting_rows(
-    embedder: CdeEmbedder, contexts: dict[str, np.ndarray], threads: int, expected: list[int]
+def test_idle_model_threads_take_a_fair_share_of_the_waiting_rows(
+    embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
 ) -> None:
-    """Eight one-text callers wait together: one model thread packs all eight; with idle
-    threads each takes its fair share, so they compute at once instead of one waiting."""
-    server = ServedEmbedder(
-        embedder, ServeSettings(max_wait_ms=1000, max_batch=16, model_threads=threads)
+    """The packing rule alone (Batcher.take, no model threads started): with idle model
+    threads, one takes waiting rows ÷ idle threads, rounded up; the last idle one takes all."""
+    batcher = Batcher(
+        lambda kind, texts, dataset: embedder.embed_queries(texts, dataset),
+        ServeSettings(max_batch=16, model_threads=3),
+        max_batch_tokens=100_000,
+        observers=[],
     )
+    context = contexts["rivers"]
+    key = ("rivers", QUERY)
+    for i in range(8):  # eight one-text callers waiting
+        batcher._pending.extend(batcher._split([f"question {i}"], [140], context, key))
+    other = batcher._split(["a document"], [140], context, ("rivers", DOCUMENT))
+    batcher._pending.extend(other)  # another key: never packed with queries
+    taken = []
+    with batcher._cond:
+        for busy in (0, 1, 2):  # three idle threads, then two, then one
+            batcher._busy = busy
+            taken.append([t for part in batcher.take(key) for t in part.texts])
+    assert [len(t) for t in taken] == [3, 3, 2]
+    assert [t for ts in taken for t in ts] == [f"question {i}" for i in range(8)]  # in order
+    assert list(batcher._pending) == other
+
+
+def test_an_idle_model_starts_at_once(
+    embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
+) -> None:
+    """max_wait applies only while another forward runs: a lone request on an idle server
+    does not wait the configured second for company."""
+    server = ServedEmbedder(embedder, ServeSettings(max_wait_ms=1000, model_threads=1))
     recorder = Recorder()
     server.add_observer(recorder)
-    context = contexts["rivers"]
-    key = (server.context_key(context), QUERY)
-    texts = [f"question number {i} about rivers" for i in range(8)]
+    waits: list[float] = []
+    recorder.batch = lambda rows, tokens, w, forward_s: waits.extend(w)  # type: ignore[method-assign]
     try:
-        futures = [
-            f for t in texts for f in server.submit([t], server.costs([t], QUERY), context, key)
-        ]
-        outs = [f.result(60) for f in futures]
-        assert sorted((rows for rows, _ in recorder.batches), reverse=True) == expected
-        want = embedder.embed_queries(texts, context).vectors
-        got = np.concatenate([o.vectors for o in outs])
-        assert (cosine(got, want) >= 0.99999).all()  # every caller still got its own row
+        server.embed_queries(["alone"], contexts["rivers"])
+        assert len(waits) == 1 and waits[0] < 0.5, waits  # well under the 1 s max_wait
     finally:
         server.close()
