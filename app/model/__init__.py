@@ -2,15 +2,9 @@
 beyond reading a checkpoint, no settings, no services."""
 
 from app.model.config import BackboneConfig, CdeConfig, Family, ModernBertBackboneConfig
-from app.model.embedder import (
-    DOCUMENT_PREFIX,
-    QUERY_PREFIX,
-    CdeEmbedder,
-    Embeddings,
-    Progress,
-    sample_context,
-)
+from app.model.embedder import DOCUMENT_PREFIX, QUERY_PREFIX, CdeEmbedder
 from app.model.modernbert import V2Head
+from app.model.values import Embeddings, Progress, sample_context
 
 __all__ = [
     "DOCUMENT_PREFIX",

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +31,15 @@ from app.model.config import CdeConfig, Family
 from app.model.modernbert import V2_HEADS, V2Head
 from app.model.modernbert import SecondStage as V2SecondStage
 from app.model.stages import TwoStageModel
+from app.model.values import (
+    Embeddings,
+    Progress,
+    check_texts,
+    dataset_tensor,
+    parse_device,
+    parse_dtype,
+    sample_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,76 +50,6 @@ QUERY_PREFIX = "search_query: "
 DEFAULT_TOKEN_BUDGET = {"cpu": 4_096, "cuda": 262_144}
 # The model name an API reports by default, per family.
 API_NAMES: dict[Family, str] = {"v1": "cde-small-v1", "v2": "cde-small-v2"}
-
-T = TypeVar("T")
-Progress = Callable[[int, int], None]
-
-
-def sample_context(corpus: Sequence[T], n: int, seed: int = 0) -> list[T]:
-    """Exactly `n` items of `corpus` for a stage-1 context, reproducibly for a given seed.
-
-    - exactly n items: all of them, in order;
-    - more: a seeded sample without replacement;
-    - fewer: with replacement, balanced — every item appears ⌊n/len⌋ or ⌈n/len⌉ times, so
-      no document is left out by chance (the remainder is drawn without replacement).
-    """
-    if n <= 0:
-        raise InvalidInput(f"context size must be positive, got {n}", field="n")
-    if len(corpus) == 0:
-        raise InvalidInput("context corpus is empty: at least one text is needed", field="corpus")
-    rng = random.Random(seed)
-    if len(corpus) == n:
-        return list(corpus)
-    if len(corpus) > n:
-        return [corpus[i] for i in sorted(rng.sample(range(len(corpus)), n))]
-    copies, remainder = divmod(n, len(corpus))
-    picked = list(range(len(corpus))) * copies + rng.sample(range(len(corpus)), remainder)
-    return [corpus[i] for i in picked]
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    """Stage-2 output: unit-norm float32 vectors and, per text, what the model saw."""
-
-    vectors: np.ndarray  # (n, D) float32, L2-normalized
-    token_counts: list[int]  # tokens embedded per text ([CLS]/[SEP] and prefix included)
-    truncated: list[bool]  # True where the text was cut at max_seq_length tokens
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.vectors.shape)
-
-    def __len__(self) -> int:
-        return len(self.vectors)
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return self.vectors if dtype is None else self.vectors.astype(dtype)
-
-
-def _parse_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
-
-def _parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise InvalidInput(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}", field="dtype")
-    return _DTYPES[dtype]
 
 
 def _fingerprinted_config(
@@ -190,8 +127,8 @@ class CdeEmbedder:
             raise InvalidInput(
                 f"v2_head must be one of {list(V2_HEADS)}, got {v2_head!r}", field="v2_head"
             )
-        dev = _parse_device(device)
-        dt = _parse_dtype(dtype, dev)
+        dev = parse_device(device)
+        dt = parse_dtype(dtype, dev)
         files = locate_checkpoint(path_or_hub_id)
         cfg = files.config
         tokenizer = load_tokenizer(files.tokenizer_folder, cfg.family)
@@ -263,23 +200,9 @@ class CdeEmbedder:
         return self.config.max_seq_length
 
     # ---- tokenization -------------------------------------------------------------------
-    def _check_texts(self, texts: Sequence[str], field: str = "texts") -> None:
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise InvalidInput(
-                f"{field} must be a list of strings, got {type(texts).__name__}", field=field
-            )
-        problems = []
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                problems.append(f"{field}[{i}]: must be a string, got {type(text).__name__}")
-            elif not text.strip():
-                problems.append(f"{field}[{i}]: is empty or whitespace-only")
-        if problems:
-            raise InvalidInput(problems, field=field)
-
     def tokenize(self, texts: Sequence[str], prefix: str) -> tuple[list[list[int]], list[bool]]:
         """Token ids ([CLS] prefix+text [SEP], ≤ max_seq_length) and truncation flags."""
-        self._check_texts(texts)
+        check_texts(texts)
         encodings = self._engine.encode_batch([prefix + t for t in texts])
         return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
 
@@ -373,7 +296,7 @@ class CdeEmbedder:
         (see `sample_context`), each as a `search_document: `. Fewer than
         `warn_below_distinct` distinct texts log a warning (the service passes its
         `min_context_documents` setting)."""
-        self._check_texts(texts)
+        check_texts(texts)
         chosen = sample_context(list(texts), self.context_size, seed)
         distinct = len(set(chosen))
         if distinct == 1:
@@ -390,38 +313,9 @@ class CdeEmbedder:
     # ---- stage 2 ------------------------------------------------------------------------
     def check_dataset_embeddings(self, dataset_embeddings: Any) -> torch.Tensor:
         """Validate (context_size, D) floating, finite dataset embeddings; to device/dtype."""
-        expected = (self.context_size, self.dim)
-        if isinstance(dataset_embeddings, np.ndarray):
-            if not np.issubdtype(dataset_embeddings.dtype, np.floating):
-                raise InvalidInput(
-                    f"dataset_embeddings must be floating point, got dtype {dataset_embeddings.dtype}",
-                    field="dataset_embeddings",
-                )
-            tensor = torch.from_numpy(np.ascontiguousarray(dataset_embeddings))
-        elif isinstance(dataset_embeddings, torch.Tensor):
-            if not dataset_embeddings.is_floating_point():
-                raise InvalidInput(
-                    f"dataset_embeddings must be floating point, got dtype {dataset_embeddings.dtype}",
-                    field="dataset_embeddings",
-                )
-            tensor = dataset_embeddings.detach()
-        else:
-            raise InvalidInput(
-                "dataset_embeddings must be a numpy array or torch tensor from embed_context, "
-                f"got {type(dataset_embeddings).__name__}",
-                field="dataset_embeddings",
-            )
-        if tuple(tensor.shape) != expected:
-            raise InvalidInput(
-                f"dataset_embeddings must have shape {expected} (context_size, dim), "
-                f"got {tuple(tensor.shape)}",
-                field="dataset_embeddings",
-            )
-        if not bool(torch.isfinite(tensor).all()):
-            raise InvalidInput(
-                "dataset_embeddings contain NaN or infinity", field="dataset_embeddings"
-            )
-        return tensor.to(device=self.device, dtype=self.dtype)
+        return dataset_tensor(
+            dataset_embeddings, (self.context_size, self.dim), self.device, self.dtype
+        )
 
     def _embed(
         self,

@@ -17,7 +17,7 @@ import torch
 
 from app.config import ServeSettings
 from app.model import DOCUMENT_PREFIX, QUERY_PREFIX, CdeEmbedder, Embeddings
-from app.model.embedder import Progress
+from app.model.values import Progress
 from app.serving.batcher import DOCUMENT, QUERY, Batcher, ServeObserver
 from app.serving.cache import CacheEntry, QueryCache
 
