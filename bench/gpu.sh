@@ -32,7 +32,7 @@ if [[ $DRY == 1 ]]; then
 else
   DEVICE=cuda
   EMBED_ARGS=(--device cuda)
-  SERVE_ARGS=(--device cuda --size full --clients 1,8,32 --requests 256)
+  SERVE_ARGS=(--device cuda --size full --clients 1,8,32 --requests 256 --rounds 2)
   TEST_ENV=(CDEQ_TEST_DEVICE=cuda)
   "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
     || { echo "no CUDA device: use --dry-run" >&2; exit 2; }
