@@ -8,14 +8,17 @@ token ids. `CdeqEmbeddings` sends texts, `input_type: "query"` from `embed_query
     from app.integrations.langchain import CdeqEmbeddings
     embeddings = CdeqEmbeddings(base_url="http://127.0.0.1:8000", api_key=KEY, collection="notes")
     embeddings.embed_query("how do tides work?")
+
+A non-200 answer raises `CdeqAPIError` (a ValueError) with the status code and cdeq's message.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
 from langchain_core.embeddings import Embeddings
+
+from app.integrations._client import CdeqAPIError, CdeqHTTP, check_settings
+
+__all__ = ["CdeqAPIError", "CdeqEmbeddings"]
 
 
 class CdeqEmbeddings(Embeddings):
@@ -30,30 +33,17 @@ class CdeqEmbeddings(Embeddings):
         batch_size: int = 256,
         timeout_s: float = 120.0,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_settings(base_url, batch_size, timeout_s)
         self.collection = collection
         self.batch_size = batch_size
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(timeout=timeout_s, headers=headers)
-
-    def _embed(self, texts: list[str], input_type: str) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            body: dict[str, Any] = {
-                "input": texts[start : start + self.batch_size],
-                "input_type": input_type,
-            }
-            if self.collection is not None:
-                body["collection"] = self.collection
-            response = self._client.post(f"{self.base_url}/v1/embeddings", json=body)
-            if response.status_code != 200:
-                raise ValueError(f"cdeq answered {response.status_code}: {response.text[:500]}")
-            data = sorted(response.json()["data"], key=lambda d: d["index"])
-            vectors.extend(d["embedding"] for d in data)
-        return vectors
+        self._http = CdeqHTTP(self.base_url, api_key=api_key, timeout_s=timeout_s)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._embed(list(texts), "document") if texts else []
+        return self._http.embed(
+            list(texts), "document", collection=self.collection, batch_size=self.batch_size
+        )
 
     def embed_query(self, text: str) -> list[float]:
-        return self._embed([text], "query")[0]
+        return self._http.embed(
+            [text], "query", collection=self.collection, batch_size=self.batch_size
+        )[0]

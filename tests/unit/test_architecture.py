@@ -81,6 +81,16 @@ def test_model_knows_nothing_of_the_service() -> None:
         assert not outside, f"{path.name} imports {outside}"
 
 
+def test_integrations_are_clients_only() -> None:
+    """The framework adapters talk HTTP to a `cdeq serve`: none imports cdeq's server code, so
+    they work with the `langchain`/`llamaindex` extras alone and no model or store behind them."""
+    paths = sorted((ROOT / "app" / "integrations").rglob("*.py"))
+    assert len(paths) >= 3  # __init__, _client, langchain, llamaindex
+    for path in paths:
+        outside = {m for m in project_imports(path) if not m.startswith("app.integrations")}
+        assert not outside, f"{path.name} imports {outside}"
+
+
 def test_no_import_cycle() -> None:
     graph = {module_name(p): project_imports(p) for p in SOURCES}
 

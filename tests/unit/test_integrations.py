@@ -1,0 +1,102 @@
+"""The framework adapters without a server: settings checked up front with the setting's name,
+the API key kept out of LlamaIndex's serialized fields, and every kind of answer turned into
+vectors in input order or one clear error. Answers are real `httpx.Response` objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from app.integrations._client import CdeqAPIError, _vectors
+from tests.helpers.builders import free_port
+
+pytest.importorskip("langchain_core")
+pytest.importorskip("llama_index.core")
+
+from app.integrations.langchain import CdeqEmbeddings
+from app.integrations.llamaindex import CdeqEmbedding
+
+NOBODY = f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"base_url": "127.0.0.1:8000"}, "base_url: must start with http:// or https://"),
+        ({"timeout_s": 0}, "timeout_s: must be a number of seconds above 0, got 0"),
+        ({"timeout_s": "10"}, "timeout_s: must be a number of seconds above 0"),
+    ],
+)
+@pytest.mark.parametrize("adapter", [CdeqEmbeddings, CdeqEmbedding])
+def test_bad_settings_name_the_setting(adapter: Any, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        adapter(**kwargs)
+
+
+def test_bad_batch_sizes_name_each_adapters_setting() -> None:
+    with pytest.raises(ValueError, match="batch_size: must be an integer of at least 1, got 0"):
+        CdeqEmbeddings(batch_size=0)
+    with pytest.raises(ValueError, match="embed_batch_size: must be an integer of at least 1"):
+        CdeqEmbedding(embed_batch_size=0)
+    with pytest.raises(ValueError, match="embed_batch_size"):  # LlamaIndex's own limit: 2,048
+        CdeqEmbedding(embed_batch_size=4096)
+
+
+def test_llamaindex_keeps_the_api_key_out_of_its_fields() -> None:
+    key = "sk-cdeq-" + "7" * 40
+    model = CdeqEmbedding("http://cdeq.example:8000/", api_key=key, collection="notes")
+    assert model.base_url == "http://cdeq.example:8000" and model.collection == "notes"
+    for shown in (model.to_dict(), model.to_payload(), model.model_dump_json(), repr(model)):
+        assert key not in str(shown)
+    assert model.to_dict()["class_name"] == "CdeqEmbedding"
+
+
+def test_nothing_to_embed_sends_nothing() -> None:
+    # NOBODY listens there: a request would raise ConnectionError
+    assert CdeqEmbeddings(NOBODY).embed_documents([]) == []
+    assert CdeqEmbedding(NOBODY).get_text_embedding_batch([]) == []
+
+
+def embeddings_body(*rows: tuple[int, list[float]]) -> dict[str, Any]:
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in rows]
+    return {"object": "list", "data": data, "model": "cde-small-v1"}
+
+
+def test_answers_become_vectors_in_input_order() -> None:
+    answer = httpx.Response(200, json=embeddings_body((1, [0.0, 1.0]), (0, [1.0, 0.0])))
+    assert _vectors(answer, 2) == [[1.0, 0.0], [0.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected", "message"),
+    [
+        (
+            httpx.Response(
+                401,
+                json={
+                    "error": {"message": "invalid API key", "type": "x", "code": "invalid_api_key"}
+                },
+            ),
+            1,
+            r"^cdeq answered 401 \(invalid_api_key\): invalid API key$",
+        ),
+        (httpx.Response(502, text="<html>Bad Gateway</html>"), 1, r"^cdeq answered 502: <html>"),
+        (httpx.Response(503), 1, r"^cdeq answered 503: Service Unavailable$"),
+        (httpx.Response(200, text="not json"), 1, "cdeq answered 200: not an embeddings answer"),
+        (httpx.Response(200, json={"data": "nope"}), 1, "not an embeddings answer"),
+        (
+            httpx.Response(200, json=embeddings_body((0, [1.0]))),
+            2,
+            "cdeq answered 200: 1 embeddings for 2 texts",
+        ),
+    ],
+)
+def test_other_answers_raise_a_clear_error(
+    answer: httpx.Response, expected: int, message: str
+) -> None:
+    with pytest.raises(CdeqAPIError, match=message) as exc:
+        _vectors(answer, expected)
+    assert exc.value.status_code == answer.status_code
+    assert isinstance(exc.value, ValueError)  # what the LangChain adapter raised before
