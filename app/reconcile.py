@@ -49,8 +49,9 @@ class ReconcileReport:
 
 
 def _requeue(svc: Cdeq, job_id: str, indices: list[int], report: ReconcileReport) -> None:
+    rid = svc.jobs.status(job_id).request_id  # the job's request, for the worker's log lines
     for index in indices:
-        svc.dispatcher.send_batch(job_id, index)
+        svc.dispatcher.send_batch(job_id, index, request_id=rid)
         report.requeued.append((job_id, index))
 
 
