@@ -145,7 +145,7 @@ def enqueue(
         ) from exc
     try:
         for batch in batches:
-            dispatcher.send_batch(job_id, batch.index)
+            dispatcher.send_batch(job_id, batch.index, request_id=request_id)
         service.jobs.mark_dispatched(job_id)
     except StoreUnavailable as exc:
         log.warning(

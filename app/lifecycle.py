@@ -171,13 +171,15 @@ def rebuild_context(
     service: Cdeq,
     trigger: str = "manual",
     on_progress: Progress | None = None,
+    request_id: str | None = None,
 ) -> str:
     """Rebuild the context of `collection` from its whole current corpus; returns the job id.
 
     Stage 1 runs once on a seeded sample (`sample_size` texts, default
     CDEQ_INGEST__CONTEXT_SAMPLE_SIZE) of every stored document, or on `context_texts`. Every
     document is re-embedded into the next version, which goes live when complete. With a queue
-    the job runs on the workers and this returns at once; in-process it runs here first."""
+    the job runs on the workers and this returns at once; in-process it runs here first.
+    `request_id` (the API request's) is kept in the job record and tags the workers' lines."""
     check_collection_name(collection)
     if trigger not in TRIGGERS:
         raise InvalidInput(f"trigger: one of {TRIGGERS}, got {trigger!r}", field="trigger")
@@ -221,7 +223,9 @@ def rebuild_context(
         job_id = uuid.uuid4().hex
         batches = [RebuildBatch(job_id, collection, i, c) for i, c in enumerate(chunks)]
         # One more "batch": the finish (catch-up, swap), so the job is done only once swapped.
-        service.jobs.create(job_id, collection, len(ids), len(batches) + 1, corpus)
+        service.jobs.create(
+            job_id, collection, len(ids), len(batches) + 1, corpus, request_id=request_id
+        )
         target = store.next_context_version(collection)
         store.save_rebuild_marker(
             RebuildMarker(
@@ -248,7 +252,9 @@ def rebuild_context(
     if service.queued:
         try:
             for batch in batches:
-                service.dispatcher.send_rebuild_batch(*batch.as_args())
+                service.dispatcher.send_rebuild_batch(
+                    batch.job_id, batch.collection, batch.index, batch.point_ids, request_id
+                )
         except StoreUnavailable as exc:
             give_up(service, collection, job_id, f"could not queue all batches: {exc}")
             raise

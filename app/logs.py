@@ -3,6 +3,8 @@ request id of the work being done (set by the API per request, by a worker per t
 
 The request id lives in a context variable, so it follows a request into the threads that
 `run_in_threadpool` starts (which copy the context) without being passed to every function.
+A worker also sets `task_fields` (job id, batch index, task name and id) while a task runs;
+they are optional fields of a line, present only when set.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 
 request_id: ContextVar[str | None] = ContextVar("cdeq_request_id", default=None)
+
+# The optional fields of a line, in the order they are written; a worker sets them per task.
+TASK_FIELDS = ("job_id", "batch", "task_name", "task_id")
+task_fields: ContextVar[Mapping[str, object] | None] = ContextVar("cdeq_task_fields", default=None)
 
 # What a client may send as X-Request-ID: printable, no spaces, short (it lands in logs).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
@@ -28,16 +35,29 @@ def accept_request_id(sent: str | None) -> str:
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds `request_id` (or None) to every record, for both formats."""
+    """Adds `request_id` (or None) to every record, for both formats, and the task fields
+    (`TASK_FIELDS`) that are set; a field already on the record is kept."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id.get()
+        fields = task_fields.get()
+        if fields:
+            for name in TASK_FIELDS:
+                if name in fields and not hasattr(record, name):
+                    setattr(record, name, fields[name])
         return True
 
 
+def _task_fields_of(record: logging.LogRecord) -> dict[str, object]:
+    return {
+        name: value for name in TASK_FIELDS if (value := getattr(record, name, None)) is not None
+    }
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id, exception."""
+    """One JSON object per line: time, level, logger, message, request_id, the task fields
+    that are set (job_id, batch, task_name, task_id), exception."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -47,24 +67,46 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
+            **_task_fields_of(record),
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(level: str | int = "WARNING", fmt: str = "text") -> None:
+class TextFormatter(logging.Formatter):
+    """`TEXT_FORMAT`, then the request id and task fields that are set, in brackets:
+    `… INFO app.ingest: stored 8 documents [request_id=r-1 job_id=ab12 batch=0]`."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        tags = {"request_id": getattr(record, "request_id", None), **_task_fields_of(record)}
+        shown = " ".join(f"{k}={v}" for k, v in tags.items() if v is not None)
+        return f"{line} [{shown}]" if shown else line
+
+
+def configure_logging(
+    level: str | int = "WARNING", fmt: str = "text", filters: Iterable[logging.Filter] = ()
+) -> None:
     """Point the root logger at stderr in `fmt` ('text' or 'json'), replacing its handlers;
-    uvicorn's loggers propagate to it, so access lines get the same format."""
+    uvicorn's loggers propagate to it, so access lines get the same format. `filters` run
+    before the request id is added (a worker's tag Celery's own task lines)."""
     handler = logging.StreamHandler()
+    for extra in filters:
+        handler.addFilter(extra)
     handler.addFilter(RequestIdFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -71,11 +71,25 @@ def queued_messages(client: redis.Redis) -> int:
         raise StoreUnavailable(f"Redis is unreachable ({exc})", retry_after_s=2.0) from exc
 
 
+# A message header: the request id of the job's API request, for the worker's log lines
+# (its main process logs "Task … received" before any job record is read).
+REQUEST_ID_HEADER = "cdeq_request_id"
+
+
+def _headers(request_id: str | None) -> dict[str, str]:
+    return {REQUEST_ID_HEADER: request_id} if request_id else {}
+
+
 class Dispatcher(Protocol):
-    def send_batch(self, job_id: str, index: int) -> None: ...
+    def send_batch(self, job_id: str, index: int, request_id: str | None = None) -> None: ...
 
     def send_rebuild_batch(
-        self, job_id: str, collection: str, index: int, point_ids: list[str]
+        self,
+        job_id: str,
+        collection: str,
+        index: int,
+        point_ids: list[str],
+        request_id: str | None = None,
     ) -> None: ...
 
 
@@ -85,11 +99,12 @@ class CeleryDispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def send_batch(self, job_id: str, index: int) -> None:
+    def send_batch(self, job_id: str, index: int, request_id: str | None = None) -> None:
         try:
             self.app.send_task(
                 TASK_INGEST_BATCH,
                 args=[job_id, index],
+                headers=_headers(request_id),
                 queue=INGEST_QUEUE,
                 retry=True,
                 retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
@@ -98,13 +113,19 @@ class CeleryDispatcher:
             raise StoreUnavailable(f"could not queue a batch: {exc}", retry_after_s=2.0) from exc
 
     def send_rebuild_batch(
-        self, job_id: str, collection: str, index: int, point_ids: list[str]
+        self,
+        job_id: str,
+        collection: str,
+        index: int,
+        point_ids: list[str],
+        request_id: str | None = None,
     ) -> None:
         """Queue one batch of a context rebuild (same queue and workers as ingest)."""
         try:
             self.app.send_task(
                 TASK_REBUILD_BATCH,
                 args=[job_id, collection, index, point_ids],
+                headers=_headers(request_id),
                 queue=INGEST_QUEUE,
                 retry=True,
                 retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},

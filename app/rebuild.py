@@ -43,9 +43,6 @@ class RebuildBatch:
     index: int
     point_ids: list[str] = field(default_factory=list)
 
-    def as_args(self) -> list[Any]:
-        return [self.job_id, self.collection, self.index, self.point_ids]
-
 
 # ---- running a rebuild -------------------------------------------------------------------------
 def run_rebuild_batch(svc: Cdeq, batch: RebuildBatch) -> BatchOutcome | None:

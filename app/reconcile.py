@@ -49,8 +49,12 @@ class ReconcileReport:
 
 
 def _requeue(svc: Cdeq, job_id: str, indices: list[int], report: ReconcileReport) -> None:
+    try:  # the job's request, for the worker's log lines
+        rid = svc.jobs.status(job_id).request_id
+    except NotFound:  # expired: the worker finds nothing to do either
+        rid = None
     for index in indices:
-        svc.dispatcher.send_batch(job_id, index)
+        svc.dispatcher.send_batch(job_id, index, request_id=rid)
         report.requeued.append((job_id, index))
 
 

@@ -8,6 +8,10 @@ reconciler; a hard time limit, seen in the parent process, records the batch as 
 
 The one per-process holder (`_runtime`) is set by `create_app` (the settings) and filled in
 each pool process on first use (the service, model included: after fork).
+
+A worker started by `cdeq worker` or `celery -A workers.celery_app worker` logs through
+`app.logs` (text or JSON, `CDEQ_LOG__FORMAT`), Celery's own lines included, each tagged with
+its task's request id, job id and batch (`workers.task_logs`).
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import (
+    celeryd_init,
+    setup_logging,
     task_failure,
+    task_postrun,
+    task_prerun,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
+from celery.utils.log import mlevel
 
 from app.config import Settings
 from app.errors import CdeqError, StoreUnavailable
@@ -42,11 +51,20 @@ from app.ingest import (
     start_delivery,
 )
 from app.jobs.redis_store import lease_member
-from app.logs import request_id
-from app.queue import TASK_INGEST_BATCH, TASK_REBUILD_BATCH, make_celery
+from app.logs import configure_logging, request_id
+from app.queue import REQUEST_ID_HEADER, TASK_INGEST_BATCH, TASK_REBUILD_BATCH, make_celery
 from app.rebuild import RebuildBatch, rebuild_failed, run_rebuild_batch
 from app.reconcile import reconcile
 from app.service import Cdeq
+from workers.task_logs import (
+    OUR_TASKS,
+    CeleryTaskFilter,
+    TaggedRequest,
+    Tags,
+    fields_of,
+    reset_tags,
+    set_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +171,9 @@ def ingest_batch(self: Task, job_id: str, index: Any, *legacy: Any) -> dict[str,
 
 
 def _run(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[str, Any]:
-    """`_run_batch` with the request id of the job's API request in every log line."""
-    tag = request_id.set(_request_of(svc, batch.job_id))
-    try:
-        log.info(
-            "job %s batch %d: started (request %s)", batch.job_id, batch.index, request_id.get()
-        )
-        return _run_batch(self, svc, batch, token)
-    finally:
-        request_id.reset(tag)
+    """`_run_batch`; every line carries the job's request id (`_tag_task_lines`)."""
+    log.info("job %s batch %d: started (request %s)", batch.job_id, batch.index, request_id.get())
+    return _run_batch(self, svc, batch, token)
 
 
 def _request_of(svc: Cdeq, job_id: str) -> str | None:
@@ -170,6 +182,33 @@ def _request_of(svc: Cdeq, job_id: str) -> str | None:
         return svc.jobs.status(job_id).request_id
     except CdeqError:
         return None
+
+
+_tagged_tasks: dict[str, Tags] = {}  # task id → its log tags, from prerun to postrun
+
+
+@task_prerun.connect
+def _tag_task_lines(
+    task_id: str | None = None, task: Any = None, args: Any = None, **_: Any
+) -> None:
+    """Every line written while one of our tasks runs (Celery's "succeeded", "retry" and
+    failure lines included) carries its request id, job id, batch, task name and id. The
+    request id comes from the message header, else (messages queued before it was sent, or
+    by the reconciler of an older version) from the job record."""
+    if task is None or task_id is None or getattr(task, "name", None) not in OUR_TASKS:
+        return
+    fields = fields_of(task.name, task_id, args)
+    rid = getattr(task.request, REQUEST_ID_HEADER, None)
+    if not isinstance(rid, str) and isinstance(fields.get("job_id"), str):
+        rid = _request_of(worker_service(), str(fields["job_id"]))
+    _tagged_tasks[task_id] = set_tags(rid, fields)
+
+
+@task_postrun.connect
+def _untag_task_lines(task_id: str | None = None, **_: Any) -> None:
+    tags = _tagged_tasks.pop(task_id or "", None)
+    if tags is not None:
+        reset_tags(tags)
 
 
 def _run_batch(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[str, Any]:
@@ -212,6 +251,7 @@ def rebuild_batch(
     """Celery task `cdeq.rebuild_batch`: one batch of a context rebuild; retry or fail it."""
     svc = worker_service()
     batch = RebuildBatch(job_id, collection, index, point_ids)
+    log.info("rebuild %s batch %d: started (request %s)", job_id, index, request_id.get())
     try:
         outcome = run_rebuild_batch(svc, batch)
     except SoftTimeLimitExceeded:
@@ -229,13 +269,35 @@ def rebuild_batch(
     return {"state": "done", "succeeded": outcome.succeeded}
 
 
-def create_app(settings: Settings) -> Celery:
-    """The worker's Celery app for these settings, with `cdeq.ingest_batch` registered."""
+def create_app(settings: Settings, *, own_logging: bool = False) -> Celery:
+    """The worker's Celery app for these settings, with its two tasks registered. With
+    `own_logging` (a worker process of its own: `cdeq worker`, `celery -A workers.celery_app
+    worker`), Celery leaves this process's logging to `_setup_logging`; in-process test
+    workers keep the caller's."""
     _runtime.settings = settings
     app = make_celery(settings)
-    app.task(name=TASK_INGEST_BATCH, bind=True)(ingest_batch)
-    app.task(name=TASK_REBUILD_BATCH, bind=True)(rebuild_batch)
+    app.task(name=TASK_INGEST_BATCH, bind=True, Request=TaggedRequest)(ingest_batch)
+    app.task(name=TASK_REBUILD_BATCH, bind=True, Request=TaggedRequest)(rebuild_batch)
+    if own_logging:
+        celeryd_init.connect(_early_logging, weak=False, dispatch_uid="cdeq-early-logging")
+        setup_logging.connect(_setup_logging, weak=False, dispatch_uid="cdeq-logging")
     return app
+
+
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    """Celery's `setup_logging`: with a receiver, Celery installs no handler or format of its
+    own (root, task and multiprocessing loggers all propagate to the root). One handler on
+    the root, in `CDEQ_LOG__FORMAT`, at Celery's `--loglevel`; prefork pool processes inherit
+    it by fork."""
+    fmt = _runtime.settings.log.format if _runtime.settings is not None else "text"
+    configure_logging(mlevel(loglevel or logging.WARNING), fmt, filters=[CeleryTaskFilter()])
+    logging.captureWarnings(True)
+
+
+def _early_logging(options: Any = None, **_: Any) -> None:
+    """Celery's `celeryd_init`, before it checks the worker's privileges: that check warns (as
+    root, say) before `setup_logging`, so the same setup runs here first."""
+    _setup_logging(loglevel=(options or {}).get("loglevel"))
 
 
 @worker_process_init.connect
@@ -297,7 +359,7 @@ def __getattr__(name: str) -> Any:
     if name == "celery":
         from app.config import load_settings
 
-        app = create_app(load_settings())
+        app = create_app(load_settings(), own_logging=True)
         globals()["celery"] = app
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

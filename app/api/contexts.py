@@ -18,6 +18,7 @@ from app.api.auth import ReadAccess, WriteAccess
 from app.api.schemas import openapi_body, read_body
 from app.ingest import job_status
 from app.lifecycle import context_info, drop_collection, prune, rebuild_context, rollback
+from app.logs import request_id
 from app.service import Cdeq
 
 router = APIRouter()
@@ -86,6 +87,7 @@ async def rebuild(name: str, request: Request) -> Response:
             seed=req.seed,
             context_texts=req.context_texts,
             service=service,
+            request_id=request_id.get(),
         )
 
     if service.queued:

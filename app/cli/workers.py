@@ -20,7 +20,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.celery_app import create_app
 
     settings = settings_from(args)
-    app = create_app(settings)
+    app = create_app(settings, own_logging=True)
     argv = [
         "worker",
         "--loglevel",

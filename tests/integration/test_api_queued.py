@@ -38,7 +38,7 @@ class RunHere:
     def __init__(self) -> None:
         self.service: Cdeq | None = None
 
-    def send_batch(self, job_id: str, index: int) -> None:
+    def send_batch(self, job_id: str, index: int, request_id: str | None = None) -> None:
         assert self.service is not None
         batch = start_delivery(self.service, job_id, index, "here")
         assert batch is not None

@@ -177,6 +177,12 @@ def test_mistakes_table(run: object, tmp_path: Path) -> None:
             2,
             "CDEQ_LOG_LEVEL: unknown level 'CHATTY'",
         ),
+        (
+            ("worker",),
+            {"CDEQ_LOG__FORMAT": "xml"},
+            2,
+            "CDEQ_LOG__FORMAT: Input should be 'text' or 'json' (got 'xml')",
+        ),
         (("status", "some-job"), {}, 5, "CDEQ_REDIS__URL"),
     ]
     for argv, env, code, message in cases:

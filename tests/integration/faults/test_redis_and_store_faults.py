@@ -53,11 +53,11 @@ class KillRedisAfter(CeleryDispatcher):
         super().__init__(svc.celery)
         self.server, self.left = server, sends
 
-    def send_batch(self, job_id: str, index: int) -> None:
+    def send_batch(self, job_id: str, index: int, request_id: str | None = None) -> None:
         if self.left == 0 and self.server.process is not None:
             self.server.kill()
         self.left -= 1
-        super().send_batch(job_id, index)
+        super().send_batch(job_id, index, request_id)
 
 
 @pytest.mark.slow
