@@ -41,7 +41,7 @@ from app.ingest import (
     process_batch,
     start_delivery,
 )
-from app.jobs.redis_store import lease_member
+from app.jobs.recovery import lease_member
 from app.logs import request_id
 from app.queue import TASK_INGEST_BATCH, TASK_REBUILD_BATCH, make_celery
 from app.rebuild import RebuildBatch, rebuild_failed, run_rebuild_batch

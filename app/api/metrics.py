@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import CdeqError
-from app.jobs.redis_store import METRICS
+from app.jobs.recovery import METRICS
 from app.queue import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
