@@ -197,6 +197,19 @@ class Recovery:
             collection=raw.get(b"collection", b"").decode(),
         )
 
+    def kind_of(self, job_id: str) -> JobKind | None:
+        """What the job's batches do; None when the job is gone."""
+        try:
+            raw = self.client.hmget(KEY.format(job_id), ["kind", "state"])
+        except redis.RedisError as exc:
+            raise redis_errors("reading a job") from exc
+        kind, state = raw
+        if state is None:
+            return None
+        if not kind:
+            return JobKind.INGEST
+        return JobKind(kind.decode() if isinstance(kind, bytes) else str(kind))
+
     def try_reconcile_lock(self, ttl_s: float) -> bool:
         """One reconciler at a time across workers: True when this caller may run now."""
         try:
@@ -226,4 +239,3 @@ class Recovery:
         except redis.RedisError as exc:
             raise redis_errors("reading counters") from exc
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
-

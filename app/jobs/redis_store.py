@@ -233,7 +233,8 @@ class RedisJobStore(Recovery):
         try:
             return bool(
                 self._fail(
-                    keys=[KEY.format(job_id), ACTIVE_JOBS], args=[_safe(reason), time.time(), job_id]
+                    keys=[KEY.format(job_id), ACTIVE_JOBS],
+                    args=[_safe(reason), time.time(), job_id],
                 )
             )
         except redis.RedisError:
