@@ -137,7 +137,7 @@ def clean_up(svc: Cdeq, collection: str, job_id: str) -> None:
             marker = svc.store.load_rebuild_marker(collection)
             if marker is not None and marker.job_id == job_id:
                 abandon(svc, marker)
-                log.info(
+                log.warning(
                     "rebuild %s of %r given up: its new version is removed", job_id, collection
                 )
     except CdeqError as exc:  # the next delivery, or the next rebuild, cleans up what is left
