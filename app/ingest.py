@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.deliveries import begin, crashed_reason, end, leased_jobs
 from app.documents import Document, validate_documents
 from app.errors import TRANSIENT_ERRORS, CdeqError, NotFound, StoreUnavailable
-from app.jobs import BatchOutcome, Corpus, JobStatus, RedisJobStore, Start, context_sample, split
+from app.jobs import BatchOutcome, Corpus, JobStatus, Start, context_sample, split
 from app.lifecycle import after_ingest_job
 from app.model import Progress
 from app.rebuild import mirror_documents
@@ -306,39 +307,17 @@ def batch_failed(svc: Cdeq, batch: Batch, exc: BaseException, *, retries: int) -
 
 
 # ---- queued deliveries: leases, crash counts, time limits ---------------------------------------
-def leased_jobs(svc: Cdeq) -> RedisJobStore:
-    """The Redis job store (leases exist only with a queue)."""
-    jobs = svc.jobs
-    if not isinstance(jobs, RedisJobStore):
-        raise StoreUnavailable("batch leases need Redis: set CDEQ_REDIS__URL", retry_after_s=0)
-    return jobs
-
-
-def crashed_reason(crashes: int) -> str:
-    return (
-        f"worker crashed {crashes} times on this batch (killed, out of memory, or lost Redis "
-        "before recording it)"
-    )
-
-
 def start_delivery(svc: Cdeq, job_id: str, index: int, token: str) -> Batch | None:
     """Lease a queued batch for this run and load its documents. None when there is nothing
     to run: the batch is counted already, its job is gone or finished, or workers died on it
     `max_deliveries` times (its documents are then recorded as failed)."""
-    settings = svc.settings.ingest
-    jobs = leased_jobs(svc)
-    decision, crashes = jobs.begin_delivery(
-        job_id,
-        index,
-        token,
-        lease_ttl_s=settings.lease_ttl_s,
-        max_deliveries=settings.max_deliveries,
-    )
+    decision, crashes = begin(svc, job_id, index, token)
     if decision == Start.MISSING:
         log.warning("job %s batch %d: the job does not exist (expired?); dropped", job_id, index)
         return None
     if decision == Start.SKIP:
         return None
+    jobs = leased_jobs(svc)
     loaded = jobs.load_batch(job_id, index)
     if loaded is None:
         return None
@@ -355,10 +334,8 @@ def start_delivery(svc: Cdeq, job_id: str, index: int, token: str) -> Batch | No
 
 
 def end_delivery(svc: Cdeq, batch: Batch, token: str, *, retry_in_s: float | None = None) -> None:
-    """This run of the batch ended cleanly (recorded, or a retry scheduled in `retry_in_s`:
-    the lease then stays until the retry is due, plus one lease TTL)."""
-    keep = 0.0 if retry_in_s is None else retry_in_s + svc.settings.ingest.lease_ttl_s
-    leased_jobs(svc).end_delivery(batch.job_id, batch.index, token, keep_for_s=keep)
+    """This run of the batch ended cleanly (see `app.deliveries.end`)."""
+    end(svc, batch.job_id, batch.index, token, retry_in_s=retry_in_s)
 
 
 def fail_timed_out(svc: Cdeq, job_id: str, index: int, reason: str) -> None:

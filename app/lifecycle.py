@@ -42,30 +42,28 @@ from app.errors import (
     NotFound,
     StoreUnavailable,
 )
+from app.jobs import JobKind
 from app.model import Progress
 from app.names import check_collection_name
 from app.rebuild import (
     CATCH_UP_PASSES,
     REBUILD_COUNTS_KEY,
     TRIGGERS,
-    RebuildBatch,
     abandon,
     apply_retention,
     catch_up,
     check_context_texts,
-    give_up,
     job_active,
     kept_versions,
     live_physical,
     marker_dict,
     no_rebuild,
-    rebuild_failed,
     rebuild_seed,
     require_texts,
-    run_rebuild_batch,
     sample_documents,
     version_of,
 )
+from app.rebuild_batches import RebuildBatch, dispatch, run_here
 from app.service import Cdeq
 from app.store import ContextRecord, ContextSource, RebuildMarker
 
@@ -218,13 +216,23 @@ def rebuild_context(
             require_texts(service, collection, live, sorted(hashes)[:1])
         ids = sorted(hashes)
         size = service.settings.ingest.batch_size
-        # At least one (maybe empty) batch: it builds the context and finishes the job.
+        # At least one (maybe empty) batch: it builds the context. Then one more step, the
+        # finish (catch-up, swap), so the job is done only once swapped.
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)] or [[]]
+        chunks.append([])
         job_id = uuid.uuid4().hex
         batches = [RebuildBatch(job_id, collection, i, c) for i, c in enumerate(chunks)]
-        # One more "batch": the finish (catch-up, swap), so the job is done only once swapped.
+        # Queued, each step's point ids live in the job record (the reconciler can queue any
+        # step again) and the messages carry (job id, index) only.
         service.jobs.create(
-            job_id, collection, len(ids), len(batches) + 1, corpus, request_id=request_id
+            job_id,
+            collection,
+            len(ids),
+            len(batches),
+            corpus,
+            payloads=chunks if service.queued else None,
+            request_id=request_id,
+            kind=JobKind.REBUILD,
         )
         target = store.next_context_version(collection)
         store.save_rebuild_marker(
@@ -247,41 +255,13 @@ def rebuild_context(
         job_id,
         target,
         len(ids),
-        len(batches),
+        len(batches) - 1,
     )
     if service.queued:
-        try:
-            for batch in batches:
-                service.dispatcher.send_rebuild_batch(
-                    batch.job_id, batch.collection, batch.index, batch.point_ids, request_id
-                )
-        except StoreUnavailable as exc:
-            give_up(service, collection, job_id, f"could not queue all batches: {exc}")
-            raise
-        return job_id
-    _run_here(service, batches, len(ids), on_progress)
+        dispatch(service, batches, request_id)
+    else:
+        run_here(service, batches, len(ids), on_progress)
     return job_id
-
-
-def _run_here(
-    svc: Cdeq, batches: list[RebuildBatch], total: int, on_progress: Progress | None
-) -> None:
-    done = 0
-    for batch in batches:
-        retries = 0
-        while True:
-            try:
-                run_rebuild_batch(svc, batch)
-                break
-            except Exception as exc:  # the rebuild's failure policy decides
-                countdown = rebuild_failed(svc, batch, exc, retries=retries)
-                if countdown is None:
-                    return
-                time.sleep(countdown)
-                retries += 1
-        done += len(batch.point_ids)
-        if on_progress is not None:
-            on_progress(done, total)
 
 
 # ---- the automatic policy ---------------------------------------------------------------------------

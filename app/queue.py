@@ -1,9 +1,10 @@
 """The ingest queue: a Celery app configured from Settings, and how batches are handed to it.
 
 Producers send tasks by name (no worker code imported); workers/ registers the task under
-the same name. A message carries only (job id, batch index): the batch's documents are in the
-job record (`app.jobs`), written once, so nothing is sent twice. Without Redis (in-process mode) there is no queue: `app.ingest` runs batches
-itself.
+the same name. A message carries only (job id, batch index): the batch's documents (a
+rebuild's point ids) are in the job record (`app.jobs`), written once, so nothing is sent
+twice, and the reconciler can send any batch again. Without Redis (in-process mode) there is
+no queue: `app.ingest` runs batches itself.
 """
 
 from __future__ import annotations
@@ -84,12 +85,7 @@ class Dispatcher(Protocol):
     def send_batch(self, job_id: str, index: int, request_id: str | None = None) -> None: ...
 
     def send_rebuild_batch(
-        self,
-        job_id: str,
-        collection: str,
-        index: int,
-        point_ids: list[str],
-        request_id: str | None = None,
+        self, job_id: str, index: int, request_id: str | None = None
     ) -> None: ...
 
 
@@ -100,9 +96,17 @@ class CeleryDispatcher:
         self.app = app
 
     def send_batch(self, job_id: str, index: int, request_id: str | None = None) -> None:
+        self._send(TASK_INGEST_BATCH, job_id, index, request_id)
+
+    def send_rebuild_batch(self, job_id: str, index: int, request_id: str | None = None) -> None:
+        """Queue one step of a context rebuild (same queue and workers as ingest); its point
+        ids are in the job record."""
+        self._send(TASK_REBUILD_BATCH, job_id, index, request_id)
+
+    def _send(self, task: str, job_id: str, index: int, request_id: str | None) -> None:
         try:
             self.app.send_task(
-                TASK_INGEST_BATCH,
+                task,
                 args=[job_id, index],
                 headers=_headers(request_id),
                 queue=INGEST_QUEUE,
@@ -110,25 +114,4 @@ class CeleryDispatcher:
                 retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
             )
         except (OperationalError, redis.RedisError, OSError) as exc:
-            raise StoreUnavailable(f"could not queue a batch: {exc}", retry_after_s=2.0) from exc
-
-    def send_rebuild_batch(
-        self,
-        job_id: str,
-        collection: str,
-        index: int,
-        point_ids: list[str],
-        request_id: str | None = None,
-    ) -> None:
-        """Queue one batch of a context rebuild (same queue and workers as ingest)."""
-        try:
-            self.app.send_task(
-                TASK_REBUILD_BATCH,
-                args=[job_id, collection, index, point_ids],
-                headers=_headers(request_id),
-                queue=INGEST_QUEUE,
-                retry=True,
-                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
-            )
-        except OperationalError as exc:
             raise StoreUnavailable(f"could not queue a batch: {exc}", retry_after_s=2.0) from exc

@@ -1,6 +1,7 @@
-"""Running a context rebuild: re-embed a batch into the new version, finish the job (catch-up,
-counted swap), and mirror ingest writes into the new version while a rebuild runs. Started by
-`app.lifecycle.rebuild_context`; see that module for the whole picture."""
+"""A context rebuild's versions: finish the job (catch-up, counted swap), write stored
+documents into a version, mirror ingest writes into the new version while a rebuild runs, and
+abandon a rebuild that will not finish. Its batches run in `app.rebuild_batches`; it is started
+by `app.lifecycle.rebuild_context`, which has the whole picture."""
 
 from __future__ import annotations
 
@@ -8,20 +9,18 @@ import contextlib
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from app.contexts import Context
 from app.documents import Document
 from app.errors import (
-    TRANSIENT_ERRORS,
     CdeqError,
     Conflict,
     ContextNotReady,
     InvalidInput,
     NotFound,
 )
-from app.jobs import BatchOutcome, JobStatus
+from app.jobs import BatchOutcome
 from app.jobs.records import CONTEXT_TEXT_CHARS
 from app.names import parse_physical
 from app.service import Cdeq
@@ -34,108 +33,7 @@ TRIGGERS = ("manual", "auto-generic", "auto-growth")
 CATCH_UP_PASSES = 5
 
 
-@dataclass(frozen=True)
-class RebuildBatch:
-    """One batch of a rebuild job: point ids of the source version to re-embed."""
-
-    job_id: str
-    collection: str
-    index: int
-    point_ids: list[str] = field(default_factory=list)
-
-
-# ---- running a rebuild -------------------------------------------------------------------------
-def run_rebuild_batch(svc: Cdeq, batch: RebuildBatch) -> BatchOutcome | None:
-    """Re-embed one batch into the target version, then finish the job if it was the last.
-
-    Safe to repeat: a counted batch only looks whether the job still needs finishing."""
-    jobs = svc.jobs
-    status = jobs.status(batch.job_id)
-    if status.finished:
-        return None
-    if jobs.batch_done(batch.job_id, batch.index):
-        _maybe_finish(svc, batch.collection, batch.job_id)
-        return None
-    jobs.mark_running(batch.job_id)
-    marker = _marker_of(svc, batch.collection, batch.job_id)
-    target = _ensure_target(svc, marker, status)
-    source = svc.store.physical_name(batch.collection, marker.from_version)
-    docs = svc.store.fetch_stored(source, batch.point_ids)  # deleted meanwhile: left out
-    truncated = _write(svc, batch.collection, docs, target)
-    outcome = BatchOutcome(succeeded=len(docs), truncated=truncated)
-    jobs.record_batch(batch.job_id, batch.index, outcome)
-    _maybe_finish(svc, batch.collection, batch.job_id)
-    return outcome
-
-
-def rebuild_failed(
-    svc: Cdeq, batch: RebuildBatch, exc: BaseException, *, retries: int
-) -> float | None:
-    """The failure policy of a rebuild batch: transient errors give a countdown (until
-    `max_retries`); anything else fails the whole job and abandons the new version, leaving
-    the live one as it was. None when not retried."""
-    settings = svc.settings.ingest
-    if isinstance(exc, TRANSIENT_ERRORS) and retries < settings.max_retries:
-        return float(min(settings.retry_backoff_max_s, max(exc.retry_after_s, 2.0**retries)))
-    if isinstance(exc, CdeqError):
-        reason = str(exc)
-    else:
-        log.error("rebuild %s batch %d: internal error", batch.job_id, batch.index, exc_info=exc)
-        reason = f"internal error: {type(exc).__name__}: {exc}"
-    give_up(svc, batch.collection, batch.job_id, f"rebuild failed: {reason}")
-    return None
-
-
-def give_up(svc: Cdeq, collection: str, job_id: str, reason: str) -> None:
-    log.error("rebuild job %s of %r: %s", job_id, collection, reason)
-    svc.jobs.fail(job_id, reason)
-    try:
-        marker = svc.store.load_rebuild_marker(collection)
-        if marker is not None and marker.job_id == job_id:
-            abandon(svc, marker)
-    except CdeqError as exc:  # the next rebuild cleans up what is left
-        log.warning("could not clean up the failed rebuild of %r: %s", collection, exc)
-
-
-def _marker_of(svc: Cdeq, collection: str, job_id: str) -> RebuildMarker:
-    marker = svc.store.load_rebuild_marker(collection)
-    if marker is None or marker.job_id != job_id:
-        raise Conflict(f"job {job_id} is no longer the rebuild of {collection!r}")
-    return marker
-
-
-def _ensure_target(svc: Cdeq, marker: RebuildMarker, status: JobStatus) -> Context:
-    """The target context, built (stage 1 once, under the lock) by the first batch to need it."""
-    contexts = svc.contexts
-    try:
-        return contexts.at_version(marker.collection, marker.target_version)
-    except ContextNotReady:
-        pass
-    with svc.locks(marker.collection):
-        try:
-            return contexts.at_version(marker.collection, marker.target_version)
-        except ContextNotReady:
-            corpus = svc.jobs.context_sample(marker.job_id)
-            if not corpus:
-                raise Conflict(f"rebuild job {marker.job_id} lost its context sample") from None
-            source = ContextSource(marker.source)
-            return contexts.build_version(
-                marker.collection,
-                marker.target_version,
-                corpus,
-                source=source,
-                trigger=marker.trigger,
-                points_at_build=status.total if source == ContextSource.REBUILD else 0,
-                seed=marker.seed,
-            )
-
-
-def _maybe_finish(svc: Cdeq, collection: str, job_id: str) -> None:
-    status = svc.jobs.status(job_id)
-    if not status.finished and status.batches_done >= status.batches - 1:
-        finish_rebuild(svc, collection, job_id)
-
-
+# ---- finishing a rebuild ----------------------------------------------------------------------
 def finish_rebuild(svc: Cdeq, collection: str, job_id: str) -> None:
     """Catch up, check counts, make the new context ready, swap the alias, apply retention,
     and count the job's last step. Idempotent: a repeated call after a crash completes it."""
@@ -200,7 +98,7 @@ def catch_up(svc: Cdeq, collection: str, source: str, target: Context) -> int:
     size = svc.settings.ingest.batch_size
     for start in range(0, len(stale), size):
         docs = store.fetch_stored(source, stale[start : start + size])
-        _write(svc, collection, docs, target)
+        write_stored(svc, collection, docs, target)
     if stale or extra:
         log.info(
             "catch-up of %r v%d: %d re-embedded, %d removed",
@@ -212,7 +110,9 @@ def catch_up(svc: Cdeq, collection: str, source: str, target: Context) -> int:
     return len(stale) + len(extra)
 
 
-def _write(svc: Cdeq, collection: str, docs: Sequence[StoredDocument], target: Context) -> int:
+def write_stored(
+    svc: Cdeq, collection: str, docs: Sequence[StoredDocument], target: Context
+) -> int:
     """Embed stored documents with `target`'s context into its physical collection."""
     if not docs:
         return 0
@@ -263,7 +163,7 @@ def mirror_documents(
     for target in targets:
         stored = [StoredDocument("", d.id, d.text, d.metadata, d.content_hash) for d in documents]
         try:
-            _write(svc, collection, stored, target)
+            write_stored(svc, collection, stored, target)
         except NotFound:  # the rebuild was abandoned and its collection dropped meanwhile
             log.info("version %d of %r is gone; not mirrored", target.version, collection)
 

@@ -2,7 +2,8 @@
 sent, and fail what cannot finish, so that every job ends.
 
 Any worker runs `reconcile` every `reconcile_interval_s` (and `cdeq reconcile` runs it once, for
-operators). It relies on the job store's leases: a batch in flight has a lease its worker
+operators). Ingest jobs and context-rebuild jobs alike (a rebuild's steps are queued again as
+rebuild steps; one past its deadline gives the rebuild up, `app.rebuild_batches`). It relies on the job store's leases: a batch in flight has a lease its worker
 renews every `heartbeat_s`; a lease not renewed for `lease_ttl_s` means the worker is gone.
 Re-running a batch is harmless: upserts are idempotent and each batch is counted once.
 
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 
 from app.errors import NotFound
 from app.ingest import Batch, fail_batch, leased_jobs
-from app.jobs import JobProgress
+from app.jobs import JobKind, JobProgress
 from app.queue import queued_messages
+from app.rebuild_batches import give_up
 from app.service import Cdeq
 
 log = logging.getLogger(__name__)
@@ -48,14 +50,28 @@ class ReconcileReport:
         }
 
 
-def _requeue(svc: Cdeq, job_id: str, indices: list[int], report: ReconcileReport) -> None:
+def _requeue(
+    svc: Cdeq, job_id: str, kind: JobKind | None, indices: list[int], report: ReconcileReport
+) -> None:
     try:  # the job's request, for the worker's log lines
         rid = svc.jobs.status(job_id).request_id
     except NotFound:  # expired: the worker finds nothing to do either
         rid = None
     for index in indices:
-        svc.dispatcher.send_batch(job_id, index, request_id=rid)
+        if kind == JobKind.REBUILD:
+            svc.dispatcher.send_rebuild_batch(job_id, index, request_id=rid)
+        else:
+            svc.dispatcher.send_batch(job_id, index, request_id=rid)
         report.requeued.append((job_id, index))
+
+
+def _to_requeue(job: JobProgress) -> list[int]:
+    """The steps to queue again: a rebuild's finish step (its last) only once nothing else
+    remains (the batch that completes the set queues it)."""
+    remaining = job.remaining
+    if job.kind == JobKind.REBUILD and len(remaining) > 1:
+        return [i for i in remaining if i != job.batches - 1]
+    return remaining
 
 
 def _deadline_reason(deadline_s: float) -> str:
@@ -66,6 +82,9 @@ def _deadline_reason(deadline_s: float) -> str:
 
 
 def _fail_remaining(svc: Cdeq, job: JobProgress, reason: str) -> None:
+    if job.kind == JobKind.REBUILD:  # all or nothing: the live version stays
+        give_up(svc, job.collection, job.job_id, f"rebuild failed: {reason}")
+        return
     jobs = leased_jobs(svc)
     for index in job.remaining:
         try:
@@ -95,7 +114,7 @@ def reconcile(*, service: Cdeq, force: bool = False) -> ReconcileReport:
             log.warning(
                 "job %s batch %d: its worker stopped (lease expired); re-queued", job_id, index
             )
-            _requeue(service, job_id, [index], report)
+            _requeue(service, job_id, jobs.kind_of(job_id), [index], report)
 
     # 2 and 3. unfinished jobs with nothing in flight
     now = time.time()
@@ -109,7 +128,7 @@ def reconcile(*, service: Cdeq, force: bool = False) -> ReconcileReport:
         if not job.dispatched:
             if now - job.created_at >= settings.lease_ttl_s:
                 log.warning("job %s: batches never queued (enqueue failed); queuing them", job_id)
-                _requeue(service, job_id, job.remaining, report)
+                _requeue(service, job_id, job.kind, _to_requeue(job), report)
                 jobs.mark_dispatched(job_id, redispatched=True)
             continue
         if waiting > 0:  # its batches may still be waiting in the queue
@@ -126,7 +145,7 @@ def reconcile(*, service: Cdeq, force: bool = False) -> ReconcileReport:
             report.failed_jobs.append(job_id)
             continue
         log.warning("job %s: nothing leased or queued; re-queuing its remaining batches", job_id)
-        _requeue(service, job_id, job.remaining, report)
+        _requeue(service, job_id, job.kind, _to_requeue(job), report)
         jobs.mark_dispatched(job_id, redispatched=True)
 
     jobs.count(reconciled_batches=len(report.requeued))

@@ -1,10 +1,13 @@
-"""The worker's Celery app and its one task, a thin adapter over `app.ingest`.
+"""The worker's Celery app and its two tasks, thin adapters over `app.ingest` and
+`app.rebuild_batches`.
 
-The task runs `process_batch` and hands any failure to `batch_failed`, the failure policy it
-shares with in-process runs: transient errors are retried with capped backoff, everything
-else records the batch's documents as failed, so a job always finishes. Each run holds a
-lease on its batch (`start_delivery`), renewed by a keeper thread that also runs the
-reconciler; a hard time limit, seen in the parent process, records the batch as failed.
+`cdeq.ingest_batch` runs `process_batch` and hands any failure to `batch_failed`, the failure
+policy it shares with in-process runs: transient errors are retried with capped backoff,
+everything else records the batch's documents as failed, so a job always finishes.
+`cdeq.rebuild_batch` runs a rebuild step the same way (`rebuild_failed` gives the rebuild up).
+Each run of either holds a lease on its batch (`start_delivery`, `start_rebuild_delivery`),
+renewed by a keeper thread that also runs the reconciler; a hard time limit, seen in the
+parent process, records the batch as failed.
 
 The one per-process holder (`_runtime`) is set by `create_app` (the settings) and filled in
 each pool process on first use (the service, model included: after fork).
@@ -39,6 +42,7 @@ from celery.signals import (
 from celery.utils.log import mlevel
 
 from app.config import Settings
+from app.deliveries import end
 from app.errors import CdeqError, StoreUnavailable
 from app.ingest import (
     Batch,
@@ -50,10 +54,18 @@ from app.ingest import (
     process_batch,
     start_delivery,
 )
-from app.jobs.redis_store import lease_member
+from app.jobs.recovery import lease_member
 from app.logs import configure_logging, request_id
 from app.queue import REQUEST_ID_HEADER, TASK_INGEST_BATCH, TASK_REBUILD_BATCH, make_celery
-from app.rebuild import RebuildBatch, rebuild_failed, run_rebuild_batch
+from app.rebuild_batches import (
+    RebuildBatch,
+    fail_rebuild_timed_out,
+    finish_due,
+    queue_finish,
+    rebuild_failed,
+    run_rebuild_batch,
+    start_rebuild_delivery,
+)
 from app.reconcile import reconcile
 from app.service import Cdeq
 from workers.task_logs import (
@@ -245,28 +257,64 @@ def _run_batch(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[s
     return result
 
 
-def rebuild_batch(
-    self: Task, job_id: str, collection: str, index: int, point_ids: list[str]
-) -> dict[str, Any]:
-    """Celery task `cdeq.rebuild_batch`: one batch of a context rebuild; retry or fail it."""
+def rebuild_batch(self: Task, job_id: str, index: Any, *legacy: Any) -> dict[str, Any]:
+    """Celery task `cdeq.rebuild_batch(job_id, index)`: one leased run of a rebuild step, like
+    `ingest_batch`; retry or give the rebuild up by `rebuild_failed`. Messages queued before
+    rebuild steps were leased carry (job_id, collection, index, point_ids) and run without."""
     svc = worker_service()
-    batch = RebuildBatch(job_id, collection, index, point_ids)
-    log.info("rebuild %s batch %d: started (request %s)", job_id, index, request_id.get())
+    if legacy:
+        batch = RebuildBatch(job_id, str(index), int(legacy[0]), list(legacy[1]))
+        return _run_rebuild(self, svc, batch, None)
+    token = uuid.uuid4().hex
+    try:
+        leased = start_rebuild_delivery(svc, job_id, int(index), token)
+    except StoreUnavailable as exc:  # Redis down: come back later (or the reconciler will)
+        raise self.retry(exc=exc, countdown=exc.retry_after_s, max_retries=None) from exc
+    if leased is None:
+        return {"state": "skipped"}
+    _keeper.hold(job_id, leased.index, token)
+    try:
+        return _run_rebuild(self, svc, leased, token)
+    finally:
+        _keeper.release(job_id, leased.index)
+
+
+def _run_rebuild(self: Task, svc: Cdeq, batch: RebuildBatch, token: str | None) -> dict[str, Any]:
+    # As for ingest: an exception that escapes leaves the lease to expire and the reconciler
+    # queues the step again, within the delivery cap.
+    log.info(
+        "rebuild %s batch %d: started (request %s)", batch.job_id, batch.index, request_id.get()
+    )
     try:
         outcome = run_rebuild_batch(svc, batch)
     except SoftTimeLimitExceeded:
         limit = svc.settings.ingest.task_soft_time_limit_s
         rebuild_failed(svc, batch, CdeqError(f"a batch took longer than {limit}s"), retries=0)
-        return {"state": "failed"}
+        result: dict[str, Any] = {"state": "failed"}
     except Exception as exc:
         countdown = rebuild_failed(svc, batch, exc, retries=self.request.retries)
         if countdown is None:
-            return {"state": "failed"}
-        log.warning("rebuild %s batch %d: %s; retry in %.0fs", job_id, index, exc, countdown)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
-    if outcome is None:
-        return {"state": "already_done"}
-    return {"state": "done", "succeeded": outcome.succeeded}
+            result = {"state": "failed"}
+        else:
+            log.warning(
+                "rebuild %s step %d: %s; retry in %.0fs", batch.job_id, batch.index, exc, countdown
+            )
+            if token is not None:
+                end(svc, batch.job_id, batch.index, token, retry_in_s=countdown)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+    else:
+        result = (
+            {"state": "already_done"}
+            if outcome is None
+            else {"state": "done", "succeeded": outcome.succeeded}
+        )
+        if outcome is not None and token is not None:  # a batch counted: maybe the last one
+            queue_finish(svc, batch.job_id)
+        elif token is None and (last := finish_due(svc, batch.job_id)) is not None:
+            run_rebuild_batch(svc, RebuildBatch(batch.job_id, batch.collection, last))
+    if token is not None:
+        end(svc, batch.job_id, batch.index, token)
+    return result
 
 
 def create_app(settings: Settings, *, own_logging: bool = False) -> Celery:
@@ -336,17 +384,20 @@ def _hard_time_limit(
     sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
 ) -> None:
     """The parent process killed a pool process for the hard time limit: record the batch as
-    failed (Celery acks its message), so its job finishes."""
+    failed (Celery acks its message), so its job finishes; a rebuild is given up."""
     if not isinstance(exception, TimeLimitExceeded) or _runtime.settings is None:
         return
-    if getattr(sender, "name", None) != TASK_INGEST_BATCH or not args or len(args) != 2:
+    task = getattr(sender, "name", None)
+    if task not in (TASK_INGEST_BATCH, TASK_REBUILD_BATCH) or not args or len(args) != 2:
         return
     limit = _runtime.settings.ingest.task_time_limit_s
+    reason = f"took longer than the hard time limit ({limit}s)"
     svc = Cdeq(_runtime.settings)  # Redis only: the parent never loads the model or the store
     try:
-        fail_timed_out(
-            svc, str(args[0]), int(args[1]), f"took longer than the hard time limit ({limit}s)"
-        )
+        if task == TASK_REBUILD_BATCH:
+            fail_rebuild_timed_out(svc, str(args[0]), int(args[1]), reason)
+        else:
+            fail_timed_out(svc, str(args[0]), int(args[1]), reason)
     except CdeqError as exc:  # the lease then expires and the reconciler takes over
         log.error("could not record a timed-out batch: %s", exc)
     finally:

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import CdeqError
-from app.jobs.redis_store import METRICS
+from app.jobs.recovery import METRICS
 from app.queue import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ RECOVERY_COUNTERS = {
     "expired_leases": "Batch leases that expired because their worker stopped heartbeating",
     "redeliveries": "Batch runs that started after a worker died on the same batch",
     "oom_splits": "Forward batches split in half after a CUDA out-of-memory error",
+    "failed_rebuilds": "Context rebuilds given up (the live version kept), e.g. a batch crashed "
+    "its worker too often",
 }
 
 

@@ -4,6 +4,7 @@ from app.jobs.memory_store import MemoryJobStore
 from app.jobs.records import (
     BatchOutcome,
     Corpus,
+    JobKind,
     JobState,
     JobStatus,
     JobStore,
@@ -16,6 +17,7 @@ from app.jobs.redis_store import JobProgress, RedisJobStore, Start
 __all__ = [
     "BatchOutcome",
     "Corpus",
+    "JobKind",
     "JobProgress",
     "JobState",
     "JobStatus",

@@ -109,3 +109,14 @@ if redis.call('HGET', KEYS[1], 'state') == 'queued' then
 end
 return 0
 """
+
+FAIL = """
+-- KEYS: job hash, active-jobs set; ARGV: reason, now, job id
+-- 1 when the job moved to failed, 0 when it had finished already (or does not exist)
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'queued' and state ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'failed', 'reason', ARGV[1], 'updated_at', ARGV[2],
+           'finished_at', ARGV[2])
+redis.call('SREM', KEYS[2], ARGV[3])
+return 1
+"""

@@ -9,12 +9,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.errors import NotFound
-from app.jobs.records import BatchOutcome, Corpus, JobState, JobStatus, final_state
+from app.jobs.records import BatchOutcome, Corpus, JobKind, JobState, JobStatus, final_state
 
 
 @dataclass
@@ -43,8 +43,9 @@ class MemoryJobStore:
         total: int,
         batches: int,
         context_sample: Corpus,
-        payloads: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+        payloads: Sequence[Sequence[Any]] | None = None,
         request_id: str | None = None,
+        kind: JobKind = JobKind.INGEST,
     ) -> None:
         # `payloads` matter to a queue only: in-process batches stay in the caller's memory.
         now = time.time()
@@ -108,13 +109,15 @@ class MemoryJobStore:
             )
             return True
 
-    def fail(self, job_id: str, reason: str) -> None:
+    def fail(self, job_id: str, reason: str) -> bool:
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is not None:
-                job.status = replace(
-                    job.status, state=JobState.FAILED, reason=reason, updated_at=time.time()
-                )
+            if job is None or job.status.finished:
+                return False
+            job.status = replace(
+                job.status, state=JobState.FAILED, reason=reason, updated_at=time.time()
+            )
+            return True
 
     def status(self, job_id: str) -> JobStatus:
         with self._lock:

@@ -8,7 +8,7 @@ done_with_errors / failed.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -21,6 +21,13 @@ CONTEXT_TEXT_CHARS = 8_000
 Corpus = Sequence[
     dict[str, str]
 ]  # [{"id": ..., "text": ...}]: documents a context may be built from
+
+
+class JobKind(StrEnum):
+    """What a job's batches do: store submitted documents, or re-embed a collection."""
+
+    INGEST = "ingest"
+    REBUILD = "rebuild"
 
 
 class JobState(StrEnum):
@@ -116,8 +123,9 @@ class JobStore(Protocol):
         total: int,
         batches: int,
         context_sample: Corpus,
-        payloads: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+        payloads: Sequence[Sequence[Any]] | None = None,
         request_id: str | None = None,
+        kind: JobKind = JobKind.INGEST,
     ) -> None: ...
 
     def context_sample(self, job_id: str) -> list[dict[str, str]]: ...
@@ -130,7 +138,7 @@ class JobStore(Protocol):
 
     def record_batch(self, job_id: str, batch_index: int, outcome: BatchOutcome) -> bool: ...
 
-    def fail(self, job_id: str, reason: str) -> None: ...
+    def fail(self, job_id: str, reason: str) -> bool: ...
 
     def status(self, job_id: str) -> JobStatus: ...
 

@@ -27,7 +27,16 @@ LAYERS: list[tuple[str, ...]] = [
         "migrations",
     ),
     ("app.service",),
-    ("app.ingest", "app.query", "app.embeddings", "app.reconcile", "app.lifecycle", "app.rebuild"),
+    (
+        "app.ingest",
+        "app.query",
+        "app.embeddings",
+        "app.reconcile",
+        "app.lifecycle",
+        "app.rebuild",
+        "app.rebuild_batches",
+        "app.deliveries",
+    ),
     ("app.cli", "app.api", "app.integrations", "workers"),
 ]
 
