@@ -168,13 +168,15 @@ def test_worker_json_logs_carry_request_and_job(tiny_model_dir: Path, tmp_path: 
     text = err_path.read_text()
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # all JSON
     assert all({"time", "level", "logger", "message", "request_id"} <= set(x) for x in lines)
-    for job, rid, started in (
-        (rebuild, "rid-rebuild-1", f"rebuild {rebuild} batch 0: started"),
-        (ingest, "rid-ingest-1", f"job {ingest} batch 0: started"),
+    for job, rid, started, steps in (
+        # a rebuild of 12 documents: one batch, then its finish step (catch-up and swap)
+        (rebuild, "rid-rebuild-1", f"rebuild {rebuild} batch 0: started", {0, 1}),
+        (ingest, "rid-ingest-1", f"job {ingest} batch 0: started", {0}),
     ):
         mine = [x for x in lines if x.get("job_id") == job]
         assert all(x["request_id"] == rid for x in mine), mine
-        assert all(x["batch"] == 0 and x["task_id"] and x["task_name"] for x in mine), mine
+        assert all(x["task_id"] and x["task_name"] for x in mine), mine
+        assert {x["batch"] for x in mine} == steps, mine
         for logger, message in (
             ("celery.worker.strategy", "] received"),  # the worker's main process
             ("workers.celery_app", started),  # the pool process, ours
