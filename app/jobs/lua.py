@@ -61,8 +61,12 @@ return {1, crashes}
 END = """
 -- KEYS: deliveries hash, leases zset, lease owners hash
 -- ARGV: batch index, lease member, token ('' = whoever holds it), keep-until (0 = drop), ttl
-redis.call('HINCRBY', KEYS[1], 'e' .. ARGV[1], 1)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+-- BEGIN made the deliveries hash; it is gone once the job finished (RECORD_BATCH drops it):
+-- do not make it again for a job that no longer counts deliveries.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'e' .. ARGV[1], 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
 local owner = redis.call('HGET', KEYS[3], ARGV[2])
 if ARGV[3] == '' or owner == ARGV[3] then
   if tonumber(ARGV[4]) > 0 then

@@ -124,3 +124,17 @@ def test_one_ingest_path_same_outcome_queued_or_in_process(
         64,
     )
     assert body["warnings"] == {"long": "truncated: only the first 512 tokens were embedded"}
+
+
+def test_a_finished_job_leaves_no_delivery_counts(
+    queued: tuple[TestClient, Cdeq], clean_redis: redis.Redis
+) -> None:
+    """The last batch is recorded (which finishes the job and drops its working keys) before
+    its delivery ends: ending it must not bring the delivery counts back."""
+    c, _ = queued
+    r = c.post("/v1/collections/ponds/documents", json={"documents": corpus(40, "pond")})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert c.get(f"/v1/jobs/{job_id}").json()["state"] == "done"
+    left = sorted(k.decode() for k in clean_redis.scan_iter(f"*{job_id}*"))
+    assert left and not [k for k in left if k.endswith((":deliveries", ":batches", ":context"))]
