@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
+
 from app.config import ServeSettings
 from app.errors import Overloaded
 from app.model import Embeddings
@@ -58,8 +60,13 @@ class Batcher:
         settings: ServeSettings,
         max_batch_tokens: int,
         observers: list[ServeObserver],
+        *,
+        cpu: bool = False,
     ) -> None:
         self.forward = forward
+        # On a CPU, forwards running at once share the cores instead of each asking for all
+        # of them (see `_cpu_threads`); on a GPU the CPU threads only launch kernels.
+        self.cpu_cores = torch.get_num_threads() if cpu else 0
         self.max_batch = settings.max_batch
         self.max_batch_tokens = max_batch_tokens
         self.max_queue_tokens = settings.max_queue_tokens
@@ -215,14 +222,16 @@ class Batcher:
         """The oldest waiting parts with this key that fit one forward (always the first);
         parts whose caller gave up are dropped here. Called with the lock held.
 
-        With other model threads idle, a thread takes only its fair share of the waiting rows
-        (rows ÷ idle threads, rounded up), so the idle ones compute the rest at the same
-        time instead of waiting for one large forward: on a CPU two forwards at once use
-        the cores better than one twice as large."""
-        idle = max(1, self.model_threads - self._busy)
-        if idle > 1:
+        A thread takes only its share of the waiting rows, rounded up, so the other model
+        threads compute the rest at the same time instead of idling behind one large forward:
+        on a GPU the share is rows ÷ idle threads (a busy GPU wants large batches); on a CPU,
+        where a larger batch is no faster per row, it is rows ÷ model threads, which also
+        keeps the threads' batches even under steady load (a thread that frees up finds the
+        other half waiting), so no caller waits behind a forward twice as large as needed."""
+        threads = self.model_threads if self.cpu_cores else self.model_threads - self._busy
+        if threads > 1:
             waiting = sum(len(p.texts) for p in self._pending if p.key == key)
-            share = min(self.max_batch, math.ceil(waiting / idle))
+            share = min(self.max_batch, math.ceil(waiting / threads))
         else:
             share = self.max_batch
         taken: list[Part] = []
@@ -248,9 +257,24 @@ class Batcher:
         self._pending = kept
         return taken
 
+    def _cpu_threads(self) -> None:
+        """Before a forward on a CPU: all cores when it runs alone, else its share of them.
+        Two forwards that each spread over every core fight over them (OpenMP teams
+        oversubscribed); measured on 2 cores, 32 clients: 1.3× → 1.5× the per-request
+        throughput, while a lone request keeps both cores."""
+        if not self.cpu_cores:
+            return
+        with self._cond:
+            running = self._busy
+        threads = max(1, self.cpu_cores // max(1, min(running, self.model_threads)))
+        if getattr(self._local, "threads", None) != threads:
+            torch.set_num_threads(threads)  # this thread's OpenMP team size
+            self._local.threads = threads
+
     def _run(self, batch: list[Part]) -> None:
         kind = batch[0].key[1]
         texts = [t for part in batch for t in part.texts]
+        self._cpu_threads()
         started = time.perf_counter()
         try:
             out = self.forward(kind, texts, batch[0].dataset)

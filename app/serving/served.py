@@ -50,6 +50,7 @@ class ServedEmbedder(CdeEmbedder):
             settings,
             settings.max_batch_tokens or inner.token_budget,
             self.__observers,
+            cpu=inner.device.type == "cpu",
         )
         self.max_batch = self.__batcher.max_batch
         self.max_batch_tokens = self.__batcher.max_batch_tokens

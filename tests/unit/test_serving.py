@@ -283,16 +283,25 @@ def test_cache_is_bounded_and_can_be_off(
         off.close()
 
 
-def test_idle_model_threads_take_a_fair_share_of_the_waiting_rows(
-    embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
+@pytest.mark.parametrize(
+    ("cpu", "sizes"),
+    [
+        (False, [3, 3, 2]),  # GPU: waiting rows ÷ idle threads (3 idle, then 2, then 1)
+        (True, [3, 2, 1]),  # CPU: waiting rows ÷ model threads (3), whatever is busy
+    ],
+    ids=["gpu", "cpu"],
+)
+def test_a_model_thread_takes_its_share_of_the_waiting_rows(
+    embedder: CdeEmbedder, contexts: dict[str, np.ndarray], cpu: bool, sizes: list[int]
 ) -> None:
-    """The packing rule alone (Batcher.take, no model threads started): with idle model
-    threads, one takes waiting rows ÷ idle threads, rounded up; the last idle one takes all."""
+    """The packing rule alone (Batcher.take, no model threads started): a thread leaves the
+    other model threads their share of the waiting rows, in order."""
     batcher = Batcher(
         lambda kind, texts, dataset: embedder.embed_queries(texts, dataset),
         ServeSettings(max_batch=16, model_threads=3),
         max_batch_tokens=100_000,
         observers=[],
+        cpu=cpu,
     )
     context = contexts["rivers"]
     key = ("rivers", QUERY)
@@ -305,9 +314,9 @@ def test_idle_model_threads_take_a_fair_share_of_the_waiting_rows(
         for busy in (0, 1, 2):  # three idle threads, then two, then one
             batcher._busy = busy
             taken.append([t for part in batcher.take(key) for t in part.texts])
-    assert [len(t) for t in taken] == [3, 3, 2]
-    assert [t for ts in taken for t in ts] == [f"question {i}" for i in range(8)]  # in order
-    assert list(batcher._pending) == other
+    assert [len(t) for t in taken] == sizes
+    assert [t for ts in taken for t in ts] == [f"question {i}" for i in range(sum(sizes))]
+    assert list(batcher._pending)[-1] == other[0]
 
 
 def test_an_idle_model_starts_at_once(
@@ -325,3 +334,37 @@ def test_an_idle_model_starts_at_once(
         assert len(waits) == 1 and waits[0] < 0.5, waits  # well under the 1 s max_wait
     finally:
         server.close()
+
+
+def test_forwards_at_once_share_the_cpu_cores(
+    embedder: CdeEmbedder, contexts: dict[str, np.ndarray]
+) -> None:
+    """On a CPU a lone forward uses every core; one that starts while another runs uses its
+    share, so two forwards do not oversubscribe the cores."""
+    import torch
+
+    cores = torch.get_num_threads()
+    seen: dict[str, int] = {}
+    entered, gate = threading.Event(), threading.Event()
+
+    def forward(kind: str, texts: list[str], dataset: Any) -> Any:
+        seen[texts[0]] = torch.get_num_threads()  # this model thread's team size
+        if texts[0] == "first":
+            entered.set()
+            assert gate.wait(30)
+        return embedder.embed_queries(texts, dataset)
+
+    batcher = Batcher(forward, ServeSettings(max_wait_ms=0, model_threads=2), 100_000, [], cpu=True)
+    context = contexts["rivers"]
+    key = ("rivers", QUERY)
+    try:
+        first = batcher.submit(["first"], [140], context, key)
+        assert entered.wait(30)
+        second = batcher.submit(["second"], [140], context, key)
+        assert len(second[0].result(30)) == 1  # ran while the first one was still running
+        gate.set()
+        assert len(first[0].result(30)) == 1
+        assert seen == {"first": cores, "second": max(1, cores // 2)}
+    finally:
+        gate.set()
+        batcher.close()
