@@ -9,8 +9,9 @@ shared forwards, as Text Embeddings Inference does:
   another forward runs (an idle model starts at once: no added latency at low load), and pack
   the waiting parts with the **same context and input type** (what one `embed_queries` /
   `embed_documents` call shares) up to `max_batch` texts and `max_batch_tokens` tokens — and
-  no more than their fair share when other model threads are idle, so that every thread
-  computes (see `Batcher.take`). Each caller gets exactly its rows, in order, with its own
+  no more than their share of the waiting rows, so that the other threads compute the rest
+  at the same time (see `Batcher.take`; on a CPU, forwards at once also share the cores).
+  Each caller gets exactly its rows, in order, with its own
   token counts and truncation flags; the model's own batching never changes a vector
   (cos ≥ 0.99999 against a text embedded alone), so packing does not either. Back-pressure:
   the tokens waiting or running are bounded by `max_queue_tokens`; over it a request gets
