@@ -23,8 +23,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -79,6 +80,7 @@ from workers.task_logs import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -168,18 +170,34 @@ def ingest_batch(self: Task, job_id: str, index: Any, *legacy: Any) -> dict[str,
     svc = worker_service()
     if legacy:
         return _run(self, svc, Batch(job_id, str(index), int(legacy[0]), legacy[1]), None)
+    return _leased(
+        self, svc, job_id, int(index), start_delivery, lambda b, token: _run(self, svc, b, token)
+    )
+
+
+def _leased(
+    self: Task,
+    svc: Cdeq,
+    job_id: str,
+    index: int,
+    start: Callable[[Cdeq, str, int, str], T | None],
+    run: Callable[[T, str], dict[str, Any]],
+) -> dict[str, Any]:
+    """Take the lease of batch `index` (`start`: None when there is nothing to run), keep it
+    renewed by the keeper while `run` runs, and let it go after. An exception that escapes
+    leaves the lease to expire: the reconciler queues the batch again, within the cap."""
     token = uuid.uuid4().hex
     try:
-        batch = start_delivery(svc, job_id, int(index), token)
+        batch = start(svc, job_id, index, token)
     except StoreUnavailable as exc:  # Redis down: come back later (or the reconciler will)
         raise self.retry(exc=exc, countdown=exc.retry_after_s, max_retries=None) from exc
     if batch is None:
         return {"state": "skipped"}
-    _keeper.hold(job_id, batch.index, token)
+    _keeper.hold(job_id, index, token)
     try:
-        return _run(self, svc, batch, token)
+        return run(batch, token)
     finally:
-        _keeper.release(job_id, batch.index)
+        _keeper.release(job_id, index)
 
 
 def _run(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[str, Any]:
@@ -265,23 +283,17 @@ def rebuild_batch(self: Task, job_id: str, index: Any, *legacy: Any) -> dict[str
     if legacy:
         batch = RebuildBatch(job_id, str(index), int(legacy[0]), list(legacy[1]))
         return _run_rebuild(self, svc, batch, None)
-    token = uuid.uuid4().hex
-    try:
-        leased = start_rebuild_delivery(svc, job_id, int(index), token)
-    except StoreUnavailable as exc:  # Redis down: come back later (or the reconciler will)
-        raise self.retry(exc=exc, countdown=exc.retry_after_s, max_retries=None) from exc
-    if leased is None:
-        return {"state": "skipped"}
-    _keeper.hold(job_id, leased.index, token)
-    try:
-        return _run_rebuild(self, svc, leased, token)
-    finally:
-        _keeper.release(job_id, leased.index)
+    return _leased(
+        self,
+        svc,
+        job_id,
+        int(index),
+        start_rebuild_delivery,
+        lambda b, token: _run_rebuild(self, svc, b, token),
+    )
 
 
 def _run_rebuild(self: Task, svc: Cdeq, batch: RebuildBatch, token: str | None) -> dict[str, Any]:
-    # As for ingest: an exception that escapes leaves the lease to expire and the reconciler
-    # queues the step again, within the delivery cap.
     log.info(
         "rebuild %s batch %d: started (request %s)", batch.job_id, batch.index, request_id.get()
     )
