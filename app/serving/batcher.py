@@ -268,8 +268,18 @@ class Batcher:
             running = self._busy
         threads = max(1, self.cpu_cores // max(1, min(running, self.model_threads)))
         if getattr(self._local, "threads", None) != threads:
-            torch.set_num_threads(threads)  # this thread's OpenMP team size
+            # A thread's first parallel work resets its team to the process default, so let
+            # that happen first (get_num_threads does), then set this thread's team size.
+            torch.get_num_threads()
+            torch.set_num_threads(threads)
             self._local.threads = threads
+            if threads != self.cpu_cores:
+                # torch.set_num_threads also becomes the team size of every thread that starts
+                # its first parallel work later (a request thread building a context, say):
+                # set it back to all cores from a short-lived thread, whose own team it is.
+                restore = threading.Thread(target=torch.set_num_threads, args=(self.cpu_cores,))
+                restore.start()
+                restore.join()
 
     def _run(self, batch: list[Part]) -> None:
         kind = batch[0].key[1]

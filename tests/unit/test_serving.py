@@ -365,6 +365,17 @@ def test_forwards_at_once_share_the_cpu_cores(
         gate.set()
         assert len(first[0].result(30)) == 1
         assert seen == {"first": cores, "second": max(1, cores // 2)}
+        # ...and threads started afterwards still get every core by default
+        later: list[int] = []
+
+        def fresh() -> None:
+            torch.ones(64, 64) @ torch.ones(64, 64)  # its first parallel work
+            later.append(torch.get_num_threads())
+
+        thread = threading.Thread(target=fresh)
+        thread.start()
+        thread.join(30)
+        assert later == [cores] and torch.get_num_threads() == cores
     finally:
         gate.set()
         batcher.close()
