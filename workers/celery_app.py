@@ -55,6 +55,7 @@ from app.ingest import (
     process_batch,
     start_delivery,
 )
+from app.jobs import BatchOutcome
 from app.jobs.recovery import lease_member
 from app.logs import configure_logging, request_id
 from app.queue import REQUEST_ID_HEADER, TASK_INGEST_BATCH, TASK_REBUILD_BATCH, make_celery
@@ -242,37 +243,56 @@ def _untag_task_lines(task_id: str | None = None, **_: Any) -> None:
 
 
 def _run_batch(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[str, Any]:
-    # An exception that escapes (Redis gone while recording) leaves the lease to expire: the
-    # reconciler then re-queues the batch, and its delivery count caps the attempts.
     splits = svc.embedder.oom_splits if svc.has("embedder") else 0
-    try:
-        outcome = process_batch(svc, batch)
-    except SoftTimeLimitExceeded:
-        limit = svc.settings.ingest.task_soft_time_limit_s
-        fail_batch(svc, batch, f"took longer than {limit}s")
-        result: dict[str, Any] = {"state": "failed"}
-    except Exception as exc:
-        countdown = batch_failed(svc, batch, exc, retries=self.request.retries)
-        if countdown is None:
-            result = {"state": "failed"}
-        else:
-            log.warning(
-                "job %s batch %d: %s; retry in %.0fs", batch.job_id, batch.index, exc, countdown
-            )
-            if token is not None:
-                end_delivery(svc, batch, token, retry_in_s=countdown)
-            raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
-    else:
-        result = (
-            {"state": "already_done"}
-            if outcome is None
-            else {"state": "done", "succeeded": outcome.succeeded}
-        )
+    limit = svc.settings.ingest.task_soft_time_limit_s
+    result, _ = _attempt(
+        self,
+        svc,
+        f"job {batch.job_id} batch {batch.index}",
+        (batch.job_id, batch.index, token),
+        lambda: process_batch(svc, batch),
+        lambda: fail_batch(svc, batch, f"took longer than {limit}s"),
+        lambda exc, retries: batch_failed(svc, batch, exc, retries=retries),
+    )
     if token is not None:
         end_delivery(svc, batch, token)
         if svc.has("embedder") and svc.embedder.oom_splits > splits:
             leased_jobs(svc).count(oom_splits=svc.embedder.oom_splits - splits)
     return result
+
+
+def _attempt(
+    self: Task,
+    svc: Cdeq,
+    what: str,
+    lease: tuple[str, int, str | None],
+    run: Callable[[], BatchOutcome | None],
+    too_slow: Callable[[], object],
+    failed: Callable[[BaseException, int], float | None],
+) -> tuple[dict[str, Any], BatchOutcome | None]:
+    """One run of a batch, ingest or rebuild, under the same handling: past the soft time
+    limit `too_slow` records the failure; any other exception goes to the job kind's policy
+    (`failed`: seconds until a retry, during which the lease (job id, index, token) is kept,
+    or None once it recorded the failure). An exception that escapes (Redis gone while
+    recording) leaves the lease to expire: the reconciler re-queues the batch, within the
+    delivery cap."""
+    try:
+        outcome = run()
+    except SoftTimeLimitExceeded:
+        too_slow()
+        return {"state": "failed"}, None
+    except Exception as exc:
+        countdown = failed(exc, self.request.retries)
+        if countdown is None:
+            return {"state": "failed"}, None
+        log.warning("%s: %s; retry in %.0fs", what, exc, countdown)
+        job_id, index, token = lease
+        if token is not None:
+            end(svc, job_id, index, token, retry_in_s=countdown)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+    if outcome is None:
+        return {"state": "already_done"}, None
+    return {"state": "done", "succeeded": outcome.succeeded}, outcome
 
 
 def rebuild_batch(self: Task, job_id: str, index: Any, *legacy: Any) -> dict[str, Any]:
@@ -297,33 +317,26 @@ def _run_rebuild(self: Task, svc: Cdeq, batch: RebuildBatch, token: str | None) 
     log.info(
         "rebuild %s batch %d: started (request %s)", batch.job_id, batch.index, request_id.get()
     )
-    try:
-        outcome = run_rebuild_batch(svc, batch)
-    except SoftTimeLimitExceeded:
-        limit = svc.settings.ingest.task_soft_time_limit_s
-        rebuild_failed(svc, batch, CdeqError(f"a batch took longer than {limit}s"), retries=0)
-        result: dict[str, Any] = {"state": "failed"}
-    except Exception as exc:
-        countdown = rebuild_failed(svc, batch, exc, retries=self.request.retries)
-        if countdown is None:
-            result = {"state": "failed"}
-        else:
-            log.warning(
-                "rebuild %s step %d: %s; retry in %.0fs", batch.job_id, batch.index, exc, countdown
-            )
-            if token is not None:
-                end(svc, batch.job_id, batch.index, token, retry_in_s=countdown)
-            raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
-    else:
-        result = (
-            {"state": "already_done"}
-            if outcome is None
-            else {"state": "done", "succeeded": outcome.succeeded}
-        )
-        if outcome is not None and token is not None:  # a batch counted: maybe the last one
-            queue_finish(svc, batch.job_id)
-        elif token is None and (last := finish_due(svc, batch.job_id)) is not None:
-            run_rebuild_batch(svc, RebuildBatch(batch.job_id, batch.collection, last))
+    limit = svc.settings.ingest.task_soft_time_limit_s
+    result, outcome = _attempt(
+        self,
+        svc,
+        f"rebuild {batch.job_id} step {batch.index}",
+        (batch.job_id, batch.index, token),
+        lambda: run_rebuild_batch(svc, batch),
+        lambda: rebuild_failed(
+            svc, batch, CdeqError(f"a batch took longer than {limit}s"), retries=0
+        ),
+        lambda exc, retries: rebuild_failed(svc, batch, exc, retries=retries),
+    )
+    if outcome is not None and token is not None:  # a batch counted: maybe the last one
+        queue_finish(svc, batch.job_id)
+    elif (  # an unleased (old-format) step that succeeded finishes the rebuild itself
+        result["state"] != "failed"
+        and token is None
+        and (last := finish_due(svc, batch.job_id)) is not None
+    ):
+        run_rebuild_batch(svc, RebuildBatch(batch.job_id, batch.collection, last))
     if token is not None:
         end(svc, batch.job_id, batch.index, token)
     return result
