@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
         "app.rebuild",
         "app.rebuild_batches",
         "app.deliveries",
+        "app.evaluation",
     ),
     ("app.cli", "app.api", "app.integrations", "workers"),
 ]
