@@ -26,7 +26,7 @@ Qrels = Mapping[str, Mapping[str, int]]  # query id -> {document id: grade}
 
 def per_query(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
     """Each measure of each judged query. A judged query the run has no document for scores 0
-    on every measure (trec_eval would leave it out, which flatters the mean)."""
+    on every measure, as in ir-measures' own mean (plain trec_eval would leave it out)."""
     values: dict[str, dict[str, float]] = {qid: dict.fromkeys(MEASURES, 0.0) for qid in qrels}
     names = {measure: name for name, measure in MEASURES.items()}
     judged_run = {qid: dict(docs) for qid, docs in run.items() if qid in qrels and docs}

@@ -15,9 +15,10 @@ SOURCE = HERE.parent / "docs.jsonl"
 
 
 def main() -> None:
-    with SOURCE.open(encoding="utf-8") as src, (HERE / "corpus.jsonl").open(
-        "w", encoding="utf-8"
-    ) as out:
+    with (
+        SOURCE.open(encoding="utf-8") as src,
+        (HERE / "corpus.jsonl").open("w", encoding="utf-8") as out,
+    ):
         for line in src:
             if line.strip():
                 doc = json.loads(line)
