@@ -154,6 +154,7 @@ def _ingest(
     documents: list[dict[str, Any]],
     stage: str,
     on_progress: EvalProgress | None,
+    jobs: list[str],
 ) -> tuple[int, int]:
     """Every document into `collection` (several jobs when the corpus exceeds the per-job
     limit; the first one builds a corpus context); returns (stored, failed)."""
@@ -170,6 +171,7 @@ def _ingest(
             report(stage, before + done, total)
 
         job_id = submit(collection, part, service=svc, on_progress=step)
+        jobs.append(job_id)
         while True:  # in-process mode: already finished; queued: the workers run it
             status = job_status(job_id, service=svc)
             report(stage, before + status.processed, total)
@@ -296,6 +298,7 @@ def evaluate(
 
     token = uuid.uuid4().hex[:8]
     created: list[str] = []
+    jobs: list[str] = []
     results: list[ConditionResult] = []
     try:
         if collection is not None:
@@ -314,7 +317,16 @@ def evaluate(
                 while service.store.collection_exists(name):  # never touch a user's collection
                     name = f"eval-{uuid.uuid4().hex[:8]}-{index}"
                 svc, stored, failed, ingest_s = _build_condition(
-                    service, spec, chunk, name, created, explicit, documents, seed, on_progress
+                    service,
+                    spec,
+                    chunk,
+                    name,
+                    created,
+                    explicit,
+                    documents,
+                    seed,
+                    on_progress,
+                    jobs,
                 )
             label = spec if spec.startswith("existing:") else _context_label(spec)
             for mode in modes:
@@ -339,6 +351,7 @@ def evaluate(
     finally:
         if not keep:
             _drop_all(service, created)
+            _warn_unfinished(service, jobs)
     return EvalReport(
         dataset=str(data.path),
         split=split,
@@ -374,6 +387,7 @@ def _build_condition(
     documents: list[dict[str, Any]],
     seed: int,
     on_progress: EvalProgress | None,
+    jobs: list[str],
 ) -> tuple[Cdeq, int, int, float]:
     """Create collection `name` with the context `spec` asks for and ingest the corpus."""
     begun = time.monotonic()
@@ -388,7 +402,7 @@ def _build_condition(
         svc = _derived(service, seed=seed, chunking=chunk, min_context_documents=floor)
         create_collection(name, context_texts=texts, service=svc)
     stage = f"ingest {_context_label(spec)}" + (f"/chunking-{chunk}" if chunk else "")
-    stored, failed = _ingest(svc, name, documents, stage, on_progress)
+    stored, failed = _ingest(svc, name, documents, stage, on_progress, jobs)
     return svc, stored, failed, time.monotonic() - begun
 
 
@@ -398,6 +412,26 @@ def _drop_all(service: Cdeq, names: list[str]) -> None:
             drop_collection(name, service=service)
         except (CdeqError, OSError) as exc:  # report, and go on with the others
             log.warning("could not drop throw-away collection %r: %s", name, exc)
+
+
+def _warn_unfinished(service: Cdeq, jobs: list[str]) -> None:
+    """After an interruption in queued mode, batches already queued still run on the workers
+    and would build the dropped collection again: say which, so the user can drop them."""
+    if not service.queued:
+        return
+    for job_id in jobs:
+        try:
+            status = job_status(job_id, service=service)
+        except CdeqError:
+            continue
+        if not status.finished:
+            log.warning(
+                "job %s of throw-away collection %r is still queued: its batches may create the "
+                "collection again; drop it when the job is done (cdeq drop-collection %s --yes)",
+                job_id,
+                status.collection,
+                status.collection,
+            )
 
 
 def _settings_used(service: Cdeq, **chosen: Any) -> dict[str, Any]:
