@@ -382,3 +382,25 @@ def test_existing_collection_is_evaluated_and_kept(
     pytest.importorskip("matplotlib")
     write_plot(report, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_queries_and_judgements_alone_for_an_existing_collection(tmp_path: Path) -> None:
+    folder = write_set(tmp_path, [], [{"_id": "q1", "text": "moon"}], [("q1", "any-id", 2)])
+    (folder / "corpus.jsonl").unlink()
+    data = load_dataset(folder, corpus=False)  # no corpus: judged ids cannot be checked
+    assert (data.corpus, data.qrels) == ({}, {"q1": {"any-id": 2}})
+    with pytest.raises(InvalidInput, match=r"corpus\.jsonl: missing"):
+        load_dataset(folder)
+
+
+def test_bad_arguments_are_refused_before_any_work(generated_set: Path, svc: Cdeq) -> None:
+    for kwargs, message in [
+        ({"max_queries": 0}, "max_queries: must be a positive integer"),
+        ({"top_k": 5000}, "top_k: must be 1 to 1000"),
+        ({"modes": []}, "modes: give at least one"),
+        ({"contexts": []}, "contexts: give at least one"),
+        ({"collection": "Bad Name!"}, "collection"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            evaluate(generated_set, service=svc, **kwargs)
+    assert physical_collections(svc) == []
