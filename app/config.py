@@ -509,6 +509,8 @@ def settings_problems(exc: ValidationError) -> list[str]:
         for part in loc[2:]:  # an item of a list setting, a field of an object item
             name += f"[{part}]" if isinstance(part, int) else f".{part}"
         message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and name.startswith(f"{ENV_PREFIX}API__KEYS["):
+            message = f"unknown field; an API key object has {', '.join(ApiKey.model_fields)}"
         shown = _shown_input(name, error.get("input")) if len(loc) >= 2 else ""
         problems.append(f"{name}: {message}{shown}")
     return problems

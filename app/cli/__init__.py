@@ -33,6 +33,7 @@ from app.cli.common import (
     MAX_PROBLEMS_SHOWN,
     exit_code,
 )
+from app.cli.keys import add_keys_commands
 from app.cli.lifecycle import add_lifecycle_commands
 from app.cli.workers import cmd_reconcile, cmd_worker, cmd_worker_health
 from app.errors import (
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     add_lifecycle_commands(sub, model_opt)
+    add_keys_commands(sub)
 
     # --debug is accepted before or after the command name, by every command.
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
