@@ -36,6 +36,7 @@ from app.config import ApiKey, ApiSettings
 from app.errors import InvalidInput, NotFound
 from app.ingest import job_status
 from app.logs import api_key_name
+from app.names import is_collection_name
 from app.service import Cdeq
 
 log = logging.getLogger(__name__)
@@ -308,6 +309,8 @@ def require(
                 f"{need} (docs/api-keys.md)"
             )
         if creates and collection is not None and caller.access < Access.ADMIN:
+            if not is_collection_name(collection):
+                return caller  # never a collection: the route's 400 to give, not a creation
             service: Cdeq = request.app.state.service
             exists = await run_in_threadpool(lambda: service.store.resolve(collection) is not None)
             if not exists:

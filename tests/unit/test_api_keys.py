@@ -246,6 +246,9 @@ def test_refusals_say_why_without_leaking(app_client: TestClient) -> None:
         app_client.post("/v1/collections/kb-new/documents", json=DOC, headers=writer), 403
     )
     assert "creating a collection needs an admin key" in create["message"]
+    # In the glob but never a valid name: the route's own 400, not a refused creation.
+    bad = app_client.post("/v1/collections/kb-BAD/documents", json=DOC, headers=writer)
+    assert_error(bad, 400)
 
 
 def test_listing_shows_only_the_keys_collections(app_client: TestClient, api_service: Cdeq) -> None:
