@@ -3,7 +3,7 @@
 Nothing reads the environment at import time: entry points call `load_settings()` once and
 pass the values down as plain arguments. Values come from the environment, then from a `.env`
 file in the current directory (the environment wins).
-Example: `CDEQ_QDRANT__URL=http://qdrant:6333`, `CDEQ_API__KEYS='["k1","k2"]'`.
+Example: `CDEQ_QDRANT__URL=http://qdrant:6333`, `CDEQ_API__KEYS='["k1","k2"]'` (or `k1,k2`).
 
 `load_settings` also turns every operator mistake into a clear message: an invalid value
 raises one `InvalidInput` with a line per variable, and an unknown `CDEQ_*` name (a typo such
@@ -16,12 +16,23 @@ import difflib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import InvalidInput
 
@@ -163,13 +174,195 @@ class ContextSettings(BaseModel):
     )
 
 
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A glob over collection names: their characters, plus fnmatch's `*`, `?` and `[...]` classes.
+_GLOB_CHARS = re.compile(r"[a-z0-9_\-*?\[\]!]{1,100}")
+_GLOB_CLASS = re.compile(r"\[!?[a-z0-9_-]+\]")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+AccessName = Literal["read", "write", "admin"]
+
+
+def glob_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a usable collection glob, or None when it is."""
+    if not _GLOB_CHARS.fullmatch(pattern):
+        return (
+            f"{pattern[:60]!r} is not a collection glob: use 1-100 of the characters of "
+            "collection names (lower-case letters, digits, '_', '-') and '*', '?', '[...]'"
+        )
+    if "[" in _GLOB_CLASS.sub("", pattern) or "]" in _GLOB_CLASS.sub("", pattern):
+        return f"{pattern!r}: an unclosed or empty '[...]' class"
+    return None
+
+
+class ApiKey(BaseModel):
+    """One API key with a name, an access level and the collections it may reach (globs).
+
+    Exactly one of `key` (the key itself) or `sha256` (its hex digest, from `cdeq keys hash`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        description="how logs, metrics and `cdeq config` call this key (never the key itself)"
+    )
+    key: SecretStr | None = Field(None, description="the key itself")
+    sha256: SecretStr | None = Field(None, description="the key's sha256, 64 hex digits")
+    access: AccessName = Field(
+        description="read: search, embed, context, jobs; write: + ingest and delete; "
+        "admin: + create, rebuild, rollback, prune, drop"
+    )
+    collections: list[str] | None = Field(
+        None, description="glob patterns of collection names; absent = every collection"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not KEY_NAME.fullmatch(value):
+            raise ValueError(
+                "a key name is 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                "or digit"
+            )
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            digest = value.get_secret_value().strip().lower()
+            if not _SHA256.fullmatch(digest):
+                raise ValueError("must be 64 hex digits (`cdeq keys hash` prints it)")
+            return SecretStr(digest)
+        return value
+
+    @field_validator("collections")
+    @classmethod
+    def _globs(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError(
+                "empty list: give at least one pattern, or omit it for every collection"
+            )
+        problems = [p for g in value if (p := glob_problem(g))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiKey:
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError(f"key {self.name!r}: give exactly one of 'key' or 'sha256'")
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        """Name and scope, for `cdeq config`: never the key or its hash."""
+        return {
+            "name": self.name,
+            "access": self.access,
+            "collections": list(self.collections) if self.collections is not None else ["*"],
+            "stored_as": "key" if self.key is not None else "sha256",
+        }
+
+
+def _entry_kind(value: Any) -> str | None:
+    if isinstance(value, str | SecretStr):
+        return "plain"
+    if isinstance(value, Mapping | ApiKey):
+        return "scoped"
+    return None
+
+
+KeyEntry = Annotated[
+    Annotated[SecretStr, Tag("plain")] | Annotated[ApiKey, Tag("scoped")],
+    Discriminator(
+        _entry_kind,
+        custom_error_type="key_entry",
+        custom_error_message='must be a key (a string) or an object {"name", "key" or '
+        '"sha256", "access", "collections"?}',
+    ),
+]
+_ENTRY_TAGS = frozenset({"plain", "scoped"})
+
+
+def _key_list(value: Any, *, variable: str) -> Any:
+    """The value of a key list variable: a JSON list, or (not starting with '[') a
+    comma-separated list of plain keys such as `CDEQ_API__KEYS=key1,key2`."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return []
+    if text.startswith(("[", "{")):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"not valid JSON ({exc.msg} at column {exc.colno}); give a JSON list, or "
+                f"plain keys separated by commas ({variable}=key1,key2)"
+            ) from None
+        return parsed
+    keys = [part.strip() for part in text.split(",")]
+    if any(not key for key in keys):
+        raise ValueError(
+            "an empty key in the comma-separated list; give a JSON list, or plain keys "
+            f"separated by single commas ({variable}=key1,key2)"
+        )
+    return keys
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    keys: list[SecretStr] = Field(default_factory=list, description="read-write API keys")
-    read_only_keys: list[SecretStr] = Field(
-        default_factory=list, description="keys for read routes only"
+    keys: Annotated[list[KeyEntry], NoDecode] = Field(
+        default_factory=list,
+        description="API keys: plain strings (admin on every collection) or objects with a "
+        "name, access and collections (docs/api-keys.md); a JSON list or key1,key2",
     )
+    read_only_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="plain keys with read access to every collection; a JSON list or key1,key2",
+    )
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        return _key_list(value, variable="CDEQ_API__KEYS")
+
+    @field_validator("read_only_keys", mode="before")
+    @classmethod
+    def _parse_read_only_keys(cls, value: Any) -> Any:
+        return _key_list(value, variable="CDEQ_API__READ_ONLY_KEYS")
+
+    def key_entries(self) -> list[ApiKey]:
+        """Every configured key as an `ApiKey`: a plain key of `keys` is admin on every
+        collection (what it always could do), one of `read_only_keys` read on every one; both
+        are named after their place (`CDEQ_API__KEYS[0]`), never after the key."""
+        entries: list[ApiKey] = []
+        for i, entry in enumerate(self.keys):
+            if isinstance(entry, ApiKey):
+                entries.append(entry)
+            else:
+                entries.append(
+                    ApiKey.model_construct(
+                        name=f"CDEQ_API__KEYS[{i}]",
+                        key=entry,
+                        sha256=None,
+                        access="admin",
+                        collections=None,
+                    )
+                )
+        for i, key in enumerate(self.read_only_keys):
+            entries.append(
+                ApiKey.model_construct(
+                    name=f"CDEQ_API__READ_ONLY_KEYS[{i}]",
+                    key=key,
+                    sha256=None,
+                    access="read",
+                    collections=None,
+                )
+            )
+        return entries
+
     allow_open: bool = Field(False, description="serve without keys on a non-loopback address")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_inputs: int = Field(2048, ge=1, description="inputs per /v1/embeddings request")
@@ -310,11 +503,14 @@ def settings_problems(exc: ValidationError) -> list[str]:
     """One line per invalid value, naming the variable that sets it."""
     problems = []
     for error in exc.errors(include_url=False):
-        loc = [str(part) for part in error["loc"]]
-        name = ENV_PREFIX + "__".join(part.upper() for part in loc[:2])
-        if len(loc) > 2:  # an item of a list setting
-            name += "[" + "][".join(loc[2:]) + "]"
+        # Tags of a union (`plain`/`scoped` key entries) are pydantic's, not the user's.
+        loc = [part for part in error["loc"] if part not in _ENTRY_TAGS]
+        name = ENV_PREFIX + "__".join(str(part).upper() for part in loc[:2])
+        for part in loc[2:]:  # an item of a list setting, a field of an object item
+            name += f"[{part}]" if isinstance(part, int) else f".{part}"
         message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and name.startswith(f"{ENV_PREFIX}API__KEYS["):
+            message = f"unknown field; an API key object has {', '.join(ApiKey.model_fields)}"
         shown = _shown_input(name, error.get("input")) if len(loc) >= 2 else ""
         problems.append(f"{name}: {message}{shown}")
     return problems
@@ -334,17 +530,24 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def effective_settings(settings: Settings) -> dict[str, Any]:
-    """Every setting by its variable name, as JSON values; secrets masked, unset ones None."""
+    """Every setting by its variable name, as JSON values; secrets masked, unset ones None.
+    API keys show as their names and scopes, never the keys or their hashes."""
     values: dict[str, Any] = {}
     for group in Settings.model_fields:
         model = getattr(settings, group)
         for name in type(model).model_fields:
             value = getattr(model, name)
             values[f"{ENV_PREFIX}{group.upper()}__{name.upper()}"] = _masked(value)
+    entries = [entry.summary() for entry in settings.api.key_entries()]
+    plain = len(settings.api.keys)  # key_entries lists `keys` first, then `read_only_keys`
+    values[f"{ENV_PREFIX}API__KEYS"] = entries[:plain]
+    values[f"{ENV_PREFIX}API__READ_ONLY_KEYS"] = entries[plain:]
     return values
 
 
 def _masked(value: Any) -> Any:
+    if isinstance(value, ApiKey):
+        return value.summary()
     if isinstance(value, SecretStr):
         return "**********" if value.get_secret_value() else ""
     if isinstance(value, list | tuple):

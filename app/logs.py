@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 
 request_id: ContextVar[str | None] = ContextVar("cdeq_request_id", default=None)
+# The name of the API key a request came with (set by `app.api.auth`): never the key itself.
+api_key_name: ContextVar[str | None] = ContextVar("cdeq_api_key_name", default=None)
 
 # The optional fields of a line, in the order they are written; a worker sets them per task.
 TASK_FIELDS = ("job_id", "batch", "task_name", "task_id")
@@ -41,6 +43,8 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id.get()
+        if not hasattr(record, "api_key") and (name := api_key_name.get()) is not None:
+            record.api_key = name
         fields = task_fields.get()
         if fields:
             for name in TASK_FIELDS:
@@ -56,8 +60,8 @@ def _task_fields_of(record: logging.LogRecord) -> dict[str, object]:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id, the task fields
-    that are set (job_id, batch, task_name, task_id), exception."""
+    """One JSON object per line: time, level, logger, message, request_id, the API key's name
+    (when set), the task fields that are set (job_id, batch, task_name, task_id), exception."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -67,6 +71,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
+            **({"api_key": key} if (key := getattr(record, "api_key", None)) else {}),
             **_task_fields_of(record),
         }
         if record.exc_info:

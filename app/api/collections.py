@@ -7,14 +7,13 @@ request answers 200 with the finished job's status; its record stays readable at
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.auth import ReadAccess, WriteAccess
+from app.api.auth import JOB_ID, Caller, CreateAccess, ReadAccess, WriteAccess
 from app.api.schemas import DeleteRequest, DocumentsRequest, SearchRequest, openapi_body, read_body
 from app.errors import NotFound
 from app.ingest import job_status, submit
@@ -24,8 +23,6 @@ from app.service import Cdeq
 
 router = APIRouter()
 
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
 
 def _service(request: Request) -> Cdeq:
     service: Cdeq = request.app.state.service
@@ -34,7 +31,7 @@ def _service(request: Request) -> Cdeq:
 
 @router.post(
     "/v1/collections/{name}/documents",
-    dependencies=[WriteAccess],
+    dependencies=[CreateAccess],
     openapi_extra=openapi_body(DocumentsRequest),
     status_code=202,
     summary="Ingest documents (202 + job id with a queue; 200 + finished job in-process)",
@@ -71,7 +68,7 @@ async def add_documents(name: str, request: Request) -> Response:
 )
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     service = _service(request)
-    if not _JOB_ID.fullmatch(job_id):
+    if not JOB_ID.fullmatch(job_id):
         raise NotFound("job not found (job ids are letters, digits, '-' and '_')")
     status = await run_in_threadpool(lambda: job_status(job_id, service=service))
     return status.to_dict()
@@ -109,14 +106,13 @@ async def remove_documents(name: str, request: Request) -> dict[str, int]:
     return {"deleted": deleted}
 
 
-@router.get(
-    "/v1/collections",
-    dependencies=[ReadAccess],
-    summary="Collections with sizes and context versions",
-)
-async def get_collections(request: Request) -> dict[str, Any]:
+@router.get("/v1/collections", summary="Collections with sizes and context versions")
+async def get_collections(
+    request: Request, caller: Annotated[Caller, ReadAccess]
+) -> dict[str, Any]:
     service = _service(request)
     infos = await run_in_threadpool(lambda: list_collections(service=service))
+    infos = [c for c in infos if caller.sees(c.name)]  # only those the key may see
     return {
         "object": "list",
         "data": [

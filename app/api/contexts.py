@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.auth import ReadAccess, WriteAccess
+from app.api.auth import AdminAccess, ReadAccess
 from app.api.schemas import openapi_body, read_body
 from app.ingest import job_status
 from app.lifecycle import context_info, drop_collection, prune, rebuild_context, rollback
@@ -64,7 +64,7 @@ async def get_context(
 
 @router.post(
     "/v1/collections/{name}/context/rebuild",
-    dependencies=[WriteAccess],
+    dependencies=[AdminAccess],
     openapi_extra={
         "requestBody": {**openapi_body(RebuildRequest)["requestBody"], "required": False}
     },
@@ -104,7 +104,7 @@ async def rebuild(name: str, request: Request) -> Response:
 
 @router.post(
     "/v1/collections/{name}/context/rollback",
-    dependencies=[WriteAccess],
+    dependencies=[AdminAccess],
     summary="Make the previous kept context version live again",
 )
 async def rollback_context(name: str, request: Request) -> dict[str, Any]:
@@ -116,7 +116,7 @@ async def rollback_context(name: str, request: Request) -> dict[str, Any]:
 
 @router.post(
     "/v1/collections/{name}/context/prune",
-    dependencies=[WriteAccess],
+    dependencies=[AdminAccess],
     summary="Delete every context version but the live one",
 )
 async def prune_context(name: str, request: Request) -> dict[str, Any]:
@@ -127,7 +127,7 @@ async def prune_context(name: str, request: Request) -> dict[str, Any]:
 
 @router.delete(
     "/v1/collections/{name}",
-    dependencies=[WriteAccess],
+    dependencies=[AdminAccess],
     summary="Delete a collection: alias, every version and every context",
 )
 async def delete_collection(name: str, request: Request) -> dict[str, Any]:

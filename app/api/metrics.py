@@ -1,7 +1,8 @@
 """Prometheus metrics of one app, in a registry of its own (several apps can share a process).
 
 Request counts and latencies are labelled by route template (never the raw path, which a
-client could make unbounded), the ingest queue depth is read from Redis at scrape time.
+client could make unbounded), API key checks by key name (never the key), the ingest queue
+depth is read from Redis at scrape time.
 """
 
 from __future__ import annotations
@@ -146,6 +147,20 @@ class Metrics:
             ["route", "method", "status"],
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        # By key name (never the key): "(missing)" and "(invalid)" for 401s without a known key;
+        # 404 counts the requests refused because the collection is out of the key's scope.
+        self.auth_refusals = Counter(
+            "cdeq_auth_refusals",
+            "Requests refused by API key checks, by key name and status (401, 403, 404)",
+            ["key", "status"],
+            registry=self.registry,
+        )
+        self.key_requests = Counter(
+            "cdeq_api_key_requests",
+            "Requests that came with a valid API key, by key name",
+            ["key"],
+            registry=self.registry,
         )
         self.tokens = Counter(
             "cdeq_embedded_tokens",

@@ -149,7 +149,10 @@ def _is_json(content_type: str | None) -> bool:
 
 
 async def read_json(request: Request) -> Any:
-    """The request body as JSON, or a 4xx that says what is wrong with it."""
+    """The request body as JSON, or a 4xx that says what is wrong with it. Parsed once per
+    request: the scope check (`app.api.auth`) may have read it before the route."""
+    if hasattr(request.state, "json_body"):
+        return request.state.json_body
     # A JSON content type is required: a browser page cannot send one cross-site without a
     # CORS preflight, so an open local server cannot be driven by a web page the user visits.
     if not _is_json(request.headers.get("content-type")):
@@ -175,6 +178,7 @@ async def read_json(request: Request) -> Any:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise InvalidInput(f"the request body is not valid JSON: {reason}") from None
     _check_tree(value)
+    request.state.json_body = value
     return value
 
 

@@ -34,6 +34,7 @@ from app.cli.common import (
     exit_code,
 )
 from app.cli.evaluation import add_eval_command
+from app.cli.keys import add_keys_commands
 from app.cli.lifecycle import add_lifecycle_commands
 from app.cli.workers import cmd_reconcile, cmd_worker, cmd_worker_health
 from app.errors import (
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_lifecycle_commands(sub, model_opt)
     add_eval_command(sub, model_opt)
+    add_keys_commands(sub)
 
     # --debug is accepted before or after the command name, by every command.
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)

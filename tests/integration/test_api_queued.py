@@ -138,3 +138,65 @@ def test_a_finished_job_leaves_no_delivery_counts(
     assert c.get(f"/v1/jobs/{job_id}").json()["state"] == "done"
     left = sorted(k.decode() for k in clean_redis.scan_iter(f"*{job_id}*"))
     assert left and not [k for k in left if k.endswith((":deliveries", ":batches", ":context"))]
+
+
+def test_scoped_keys_with_jobs_in_redis(
+    embedder: Any, tmp_path: Any, clean_redis: redis.Redis
+) -> None:
+    """Jobs recorded in Redis keep their collection: another collection's job is a 404 like an
+    unknown one; no key or hash lands in any Redis record."""
+    import hashlib
+
+    admin, reader = "admin-" + "a1" * 20, "reader-" + "b2" * 20
+    keys: list[Any] = [
+        {"name": "ops", "sha256": hashlib.sha256(admin.encode()).hexdigest(), "access": "admin"},
+        {"name": "lakes-reader", "key": reader, "access": "read", "collections": ["lakes"]},
+    ]
+    settings = Settings(
+        qdrant=QdrantSettings(path=str(tmp_path / "q")),
+        redis=RedisSettings(url=REDIS_URL),
+        api=ApiSettings.model_validate({"keys": keys}),
+    )
+    here = RunHere()
+    service = Cdeq(settings, embedder=embedder, dispatcher=here)
+    here.service = service
+    try:
+        with TestClient(create_app(settings, service)) as c:
+            ops = {"Authorization": f"Bearer {admin}"}
+            ro = {"Authorization": f"Bearer {reader}"}
+            jobs = {}
+            for name in ("lakes", "seas"):
+                r = c.post(
+                    f"/v1/collections/{name}/documents", json={"documents": corpus(8)}, headers=ops
+                )
+                assert r.status_code == 202, r.text
+                jobs[name] = r.json()["job_id"]
+            mine = c.get(f"/v1/jobs/{jobs['lakes']}", headers=ro)
+            assert mine.status_code == 200 and mine.json()["collection"] == "lakes"
+            hidden = assert_error(c.get(f"/v1/jobs/{jobs['seas']}", headers=ro), 404)
+            unknown = assert_error(c.get("/v1/jobs/" + "f" * 32, headers=ro), 404)
+            assert hidden["message"].replace(jobs["seas"], "X") == unknown["message"].replace(
+                "f" * 32, "X"
+            )
+            assert c.get(f"/v1/jobs/{jobs['seas']}", headers=ops).status_code == 200
+    finally:
+        service.close()
+    dump = []
+    for key in clean_redis.scan_iter(count=1000):
+        kind = clean_redis.type(key)
+        dump.append(key)
+        if kind == b"string":
+            dump.append(clean_redis.get(key) or b"")
+        elif kind == b"hash":
+            for field, value in clean_redis.hgetall(key).items():
+                dump += [field, value]
+        elif kind == b"list":
+            dump += clean_redis.lrange(key, 0, -1)
+        elif kind in (b"set", b"zset"):
+            dump += list(
+                clean_redis.zrange(key, 0, -1) if kind == b"zset" else clean_redis.smembers(key)
+            )
+    text = b"\n".join(dump)
+    assert len(dump) > 4  # the job records are there to be searched
+    for secret in (admin, reader, hashlib.sha256(admin.encode()).hexdigest()):
+        assert secret.encode() not in text

@@ -505,7 +505,7 @@ def test_security_headers_on_every_answer(client: TestClient) -> None:
 def test_key_settings_are_checked(api_service: Cdeq) -> None:
     with pytest.raises(InvalidInput, match="empty"):
         create_app(with_api(api_service, keys=[SecretStr("")]), api_service)
-    with pytest.raises(InvalidInput, match="both"):
+    with pytest.raises(InvalidInput, match=r"the same key as CDEQ_API__KEYS\[0\]"):
         create_app(
             with_api(api_service, keys=[SecretStr(RW)], read_only_keys=[SecretStr(RW)]), api_service
         )

@@ -259,7 +259,8 @@ def test_config_prints_effective_settings_with_secrets_masked(
     assert cli.main(["config"]) == 0
     out, err = capsys.readouterr()
     assert "CDEQ_API__PORT=9001" in out  # from .env
-    assert "CDEQ_QDRANT__API_KEY=**********" in out and 'CDEQ_API__KEYS=["**********"]' in out
+    assert "CDEQ_QDRANT__API_KEY=**********" in out
+    assert 'CDEQ_API__KEYS=[{"name": "CDEQ_API__KEYS[0]", "access": "admin"' in out
     assert "CDEQ_REDIS__URL=(unset)" in out
     assert secret not in out + err
     assert "CDEQ_API_KEYS" not in err  # a compose variable in .env, not a typo
