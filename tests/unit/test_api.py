@@ -427,6 +427,14 @@ def test_auth(keyed: TestClient) -> None:
     assert keyed.post("/v1/embeddings", json=body, headers=rw).status_code == 200
     assert keyed.get("/v1/collections", headers=ro).status_code == 200
     assert_error(keyed.get("/v1/collections"), 401)
+    # TEI's routes too, `/` included (huggingface_hub posts there): 401, never a 404
+    for route in ("/", "/embed"):
+        assert_error(keyed.post(route, json={"inputs": "x"}), 401)
+        wrong = {"Authorization": "Bearer wrong-key"}
+        assert_error(keyed.post(route, json={"inputs": "x"}, headers=wrong), 401)
+        assert keyed.post(route, json={"inputs": "x"}, headers=ro).status_code == 200
+    assert_error(keyed.get("/info"), 401)
+    assert keyed.get("/health").status_code == 200  # a probe, like /healthz: no key
     docs = {"documents": [{"id": "a1", "text": "auth test document"}]}
     err = assert_error(
         keyed.post("/v1/collections/auth-test/documents", json=docs, headers=ro), 403
