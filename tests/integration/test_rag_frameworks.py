@@ -140,13 +140,12 @@ def tides_store(api_service: Cdeq) -> Cdeq:
 def test_frameworks_qdrant_stores_read_a_cdeq_collection(server: Server, tides_store: Cdeq) -> None:
     pytest.importorskip("llama_index.vector_stores.qdrant")
     pytest.importorskip("langchain_qdrant")
+    from cdeq_client.langchain import CdeqEmbeddings
+    from cdeq_client.llamaindex import CdeqEmbedding
     from langchain_qdrant import QdrantVectorStore as LangChainQdrant
     from llama_index.core import VectorStoreIndex
     from llama_index.vector_stores.qdrant import QdrantVectorStore as LlamaQdrant
     from qdrant_client import models
-
-    from cdeq_client.langchain import CdeqEmbeddings
-    from cdeq_client.llamaindex import CdeqEmbedding
 
     texts = {d["id"]: d["text"] for d in corpus(40, "tide")}
     hits = search("tides", QUESTION, top_k=4, service=tides_store)  # cdeq's own ranking

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-
 from cdeq_client._calls import vectors as _vectors
 from cdeq_client.errors import CdeqAPIError
+
 from tests.helpers.builders import free_port
 
 pytest.importorskip("langchain_core")
@@ -106,8 +106,9 @@ def test_other_answers_raise_a_clear_error(
 def test_client_is_versioned_with_the_server() -> None:
     import tomllib
 
-    import app
     import cdeq_client
+
+    import app
     from tests.helpers.builders import ROOT
 
     server = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -118,7 +119,11 @@ def test_client_is_versioned_with_the_server() -> None:
     ("old", "new", "names"),
     [
         ("app.integrations.langchain", "cdeq_client.langchain", ["CdeqEmbeddings", "CdeqAPIError"]),
-        ("app.integrations.llamaindex", "cdeq_client.llamaindex", ["CdeqEmbedding", "CdeqAPIError"]),
+        (
+            "app.integrations.llamaindex",
+            "cdeq_client.llamaindex",
+            ["CdeqEmbedding", "CdeqAPIError"],
+        ),
     ],
 )
 def test_old_import_paths_warn_and_re_export(old: str, new: str, names: list[str]) -> None:
