@@ -545,6 +545,19 @@ def test_probes_and_metrics(client: TestClient) -> None:
     ).replace("# TYPE cdeq_ingest_queue_depth", "")
 
 
+def test_process_and_python_metrics_can_be_turned_off(api_service: Cdeq) -> None:
+    """prometheus_client's process and Python collectors are on by default, and off with
+    CDEQ_API__PROCESS_METRICS=false (cdeq's own metrics stay)."""
+    on = create_app(api_service.settings, api_service).state.metrics.render().decode()
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"):
+        assert f"\n{name}" in on, name
+    assert "python_gc_collections_total" in on
+    settings = with_api(api_service, process_metrics=False)
+    off = create_app(settings, api_service).state.metrics.render().decode()
+    assert "process_" not in off and "python_" not in off
+    assert "cdeq_http_requests" in off
+
+
 def test_openapi_documents_the_routes(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert {

@@ -90,6 +90,15 @@ def test_model_knows_nothing_of_the_service() -> None:
         assert not outside, f"{path.name} imports {outside}"
 
 
+def test_model_modules_import_each_other_by_full_name() -> None:
+    """`from app.model import stages` inside app/model runs the package's __init__ (which
+    imports the modules that import it): a cycle through the package's face."""
+    for path in (ROOT / "app" / "model").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert node.module != "app.model", f"{path.name}: from app.model import …"
+
+
 def test_integrations_are_clients_only() -> None:
     """The deprecated adapters only re-export cdeq-client's: none imports cdeq's server code."""
     paths = sorted((ROOT / "app" / "integrations").rglob("*.py"))
