@@ -162,7 +162,7 @@ def test_client_settings_name_the_setting() -> None:
     client.close()
 
 
-def test_client_reads_the_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_client_reads_the_url_and_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from cdeq_client import Client
 
     monkeypatch.setenv("CDEQ_API_KEY", "k" * 40)
@@ -170,3 +170,8 @@ def test_client_reads_the_key_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert Client(api_key="given").settings.headers == {"Authorization": "Bearer given"}
     monkeypatch.delenv("CDEQ_API_KEY")
     assert Client().settings.headers == {}
+    monkeypatch.delenv("CDEQ_URL", raising=False)
+    assert Client().base_url == "http://127.0.0.1:8000"
+    monkeypatch.setenv("CDEQ_URL", "http://cdeq.internal:9000/")
+    assert Client().base_url == "http://cdeq.internal:9000"
+    assert Client("http://given:1").base_url == "http://given:1"

@@ -33,7 +33,7 @@ class Settings:
 
 
 def settings(
-    base_url: str,
+    base_url: str | None,
     *,
     api_key: str | None,
     timeout_s: float,
@@ -43,8 +43,11 @@ def settings(
     embed_batch_size: int,
     batch_field: str = "embed_batch_size",
 ) -> Settings:
-    """Checked settings; ValueError naming the one that is wrong. `api_key` None reads the
-    environment variable CDEQ_API_KEY (unset: no key sent)."""
+    """Checked settings; ValueError naming the one that is wrong. `base_url` None reads the
+    environment variable CDEQ_URL (unset: DEFAULT_URL); `api_key` None reads CDEQ_API_KEY
+    (unset: no key sent)."""
+    if base_url is None:
+        base_url = os.environ.get("CDEQ_URL") or DEFAULT_URL
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise ValueError(f"base_url: must start with http:// or https://, got {base_url!r}")
     _positive_int(batch_field, embed_batch_size, minimum=1)

@@ -23,7 +23,7 @@ from cdeq_client.types import (
 )
 
 _DOC_SETTINGS = """
-    base_url: where `cdeq serve` listens (default http://127.0.0.1:8000).
+    base_url: where `cdeq serve` listens; None reads CDEQ_URL (unset: http://127.0.0.1:8000).
     api_key: sent as `Authorization: Bearer <key>`; None reads CDEQ_API_KEY (unset: no key).
     timeout_s: seconds per request.
     max_retries: how often a 429 or 503 answer is retried before it is raised (0: never).
@@ -39,7 +39,7 @@ class Client:
 
     def __init__(
         self,
-        base_url: str = c.DEFAULT_URL,
+        base_url: str | None = None,
         *,
         api_key: str | None = None,
         timeout_s: float = 120.0,
@@ -240,7 +240,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        base_url: str = c.DEFAULT_URL,
+        base_url: str | None = None,
         *,
         api_key: str | None = None,
         timeout_s: float = 120.0,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from langchain_core.embeddings import Embeddings
 
-from cdeq_client._calls import DEFAULT_URL
 from cdeq_client.client import AsyncClient, Client
 from cdeq_client.errors import CdeqAPIError
 
@@ -29,7 +28,7 @@ class CdeqEmbeddings(Embeddings):
 
     def __init__(
         self,
-        base_url: str = DEFAULT_URL,
+        base_url: str | None = None,
         *,
         api_key: str | None = None,
         collection: str | None = None,

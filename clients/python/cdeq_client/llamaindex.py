@@ -45,7 +45,7 @@ class CdeqEmbedding(BaseEmbedding):
 
     def __init__(
         self,
-        base_url: str = DEFAULT_URL,
+        base_url: str | None = None,
         *,
         api_key: str | None = None,
         collection: str | None = None,
