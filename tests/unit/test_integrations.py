@@ -175,3 +175,31 @@ def test_client_reads_the_url_and_key_from_the_environment(monkeypatch: pytest.M
     monkeypatch.setenv("CDEQ_URL", "http://cdeq.internal:9000/")
     assert Client().base_url == "http://cdeq.internal:9000"
     assert Client("http://given:1").base_url == "http://given:1"
+
+
+def test_a_queued_answer_is_a_queued_job_and_progress_lines_change_with_counts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cdeq_client._calls import job_of, reporter
+    from cdeq_client.types import Job
+
+    queued = job_of({"job_id": "j1"}, "notes")  # a 202 with a worker queue
+    assert (queued.id, queued.collection, queued.state, queued.finished) == (
+        "j1",
+        "notes",
+        "queued",
+        False,
+    )
+    body = {"id": "j1", "collection": "notes", "state": "done", "total": 3, "succeeded": 3}
+    done = job_of(body, "notes")  # a 200 in-process: the finished job
+    assert done.finished and done.ok and done.total == 3
+    show = reporter(True)
+    assert show is not None and reporter(False) is None
+    running = Job("j1", "notes", "running", total=3, succeeded=1)
+    for job in (running, running, done):
+        show(job)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "job j1 (notes): running, 1/3 documents",
+        "job j1 (notes): done, 3/3 documents",
+    ]
