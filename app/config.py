@@ -380,6 +380,11 @@ class ApiSettings(BaseModel):
         description="the `model` name the API reports; default: the checkpoint's family "
         "(cde-small-v1 or cde-small-v2)",
     )
+    process_metrics: bool = Field(
+        True,
+        description="/metrics also shows prometheus_client's process (CPU, memory, open files) "
+        "and Python (version, garbage collector) metrics",
+    )
 
 
 class ServeSettings(BaseModel):

@@ -1,7 +1,7 @@
 """Embedding throughput of cde-small-v1/v2 (full size, random weights) on this machine.
 
     .venv/bin/python bench/embed.py [--corpus FILE] [--device cpu|cuda] [--dtypes float32,bfloat16]
-                                    [--n-docs N] [--model DIR] [--family v1|v2|v1,v2]
+                                    [--n-docs N] [--model DIR] [--family v1|v2|v1,v2] [--dry-run]
 
 The corpus is bench/data/docs.txt (600 real texts) unless --corpus names another file.
 
@@ -16,6 +16,7 @@ See bench/README.md for what the numbers mean.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import gc
 import hashlib
@@ -23,8 +24,10 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -435,7 +438,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-naive", action="store_true", help="skip the baseline (faster)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="a check in seconds: the tiny model on CPU, float32, 4 documents, one round",
+    )
     args = parser.parse_args(argv)
+    if args.dry_run:
+        args.device, args.dtypes, args.repeat = "cpu", args.dtypes or "float32", 1
+        args.n_docs, args.context_docs, args.no_naive = (
+            args.n_docs or 4,
+            args.context_docs or 8,
+            True,
+        )
+        if args.model is None:
+            from app.model.tiny import make_checkpoint
+
+            tmp = tempfile.mkdtemp(prefix="cdeq-bench-embed-")
+            atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+            args.model = Path(tmp) / "tiny"
+            make_checkpoint(args.model)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     defaults = DEFAULTS[device.type]

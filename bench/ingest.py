@@ -3,11 +3,11 @@ embedder's own throughput on the same documents and model, in the same run.
 
     .venv/bin/python bench/ingest.py --redis-url redis://127.0.0.1:6379/13 [--flush]
                                      [--corpus FILE] [--n-docs N] [--model DIR | --size tiny|full]
-                                     [--batch-size B]
+                                     [--batch-size B] [--dry-run]
 
 The collection's context is built first (stage 1, once) and timed apart; the ingest job is
 then timed from `enqueue` to the job's `done`, with a worker already started. The worker is
-a real `cdeq worker --pool solo` process; Qdrant is local mode (owned by the worker while it
+a real `cdeq worker --concurrency 1` process; Qdrant is local mode (owned by the worker while it
 runs). Prints one markdown table; progress goes to stderr.
 
 The corpus is bench/data/docs.txt (600 real texts) unless --corpus names another file.
@@ -22,6 +22,7 @@ import argparse
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,7 +111,15 @@ def main() -> int:
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--batch-size", type=int, default=64, help="documents per worker task")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="a check in a minute: the tiny model, 40 documents in batches of 16",
+    )
     args = parser.parse_args()
+    if args.dry_run:
+        args.n_docs, args.batch_size = min(args.n_docs, 40), min(args.batch_size, 16)
+        args.size = "tiny" if args.model is None else args.size
     if not args.corpus.is_file():
         parser.error(f"--corpus {args.corpus}: no such file")
 
@@ -138,6 +147,13 @@ def main() -> int:
 
 def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="cdeq-bench-ingest-"))
+    try:
+        return measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the model and Qdrant folder it made
+
+
+def measure(args: argparse.Namespace, work: Path) -> int:
     texts = corpus_texts(args.corpus, args.n_docs, args.seed)
     model_dir = (
         Path(args.model)
@@ -184,7 +200,12 @@ def run(args: argparse.Namespace) -> int:
         "CDEQ_INGEST__BATCH_SIZE": str(args.batch_size),
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", "--pool", "solo", "--loglevel", "WARNING"],
+        # prefork with one child: the pool the CLI accepts (the only one that enforces the
+        # hard time limit), one process embedding as --pool solo would
+        [
+            *(sys.executable, "-m", "app.cli", "worker"),
+            *("--pool", "prefork", "--concurrency", "1", "--loglevel", "WARNING"),
+        ],
         env=env,
         cwd=ROOT,
         start_new_session=True,

@@ -2,7 +2,7 @@
 in the same run (in-process mode: one process, Qdrant local mode, no Redis).
 
     .venv/bin/python bench/rebuild.py [--corpus FILE] [--n-docs N] [--model DIR | --size tiny|full]
-                                      [--batch-size B] [--sample-size S]
+                                      [--batch-size B] [--sample-size S] [--dry-run]
 
 1. ingest: `ingest_documents` of the N documents into a fresh collection (stage 1 once on the
    job's sample, stage 2 and upserts for every document) — the baseline;
@@ -52,7 +52,17 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--sample-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="a check in seconds: the tiny model, 40 documents in batches of 16",
+    )
     args = parser.parse_args()
+    if args.dry_run:
+        args.n_docs, args.batch_size = min(args.n_docs, 40), min(args.batch_size, 16)
+        args.size = "tiny" if args.model is None else args.size
+    if not args.corpus.is_file():
+        parser.error(f"--corpus {args.corpus}: no such file")
 
     lines = [x for x in args.corpus.read_text(encoding="utf-8").split("\n") if x.strip()]
     rng = random.Random(args.seed)

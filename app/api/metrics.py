@@ -12,7 +12,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -133,8 +142,14 @@ class Metrics:
         redis_client: Callable[[], redis.Redis | None],
         queue: Callable[[], tuple[int, int, float]],
         rebuilds: Callable[[], dict[str, int]] | None = None,
+        *,
+        process: bool = True,
     ) -> None:
         self.registry = CollectorRegistry()
+        if process:  # prometheus_client's defaults, in this app's own registry
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
         self.requests = Counter(
             "cdeq_http_requests",
             "HTTP requests by route, method and status",

@@ -113,7 +113,12 @@ def create_app(settings: Settings, service: Cdeq | None = None) -> FastAPI:
             return (0, 0, 0.0)
         return (served.queued_tokens, served.queued_requests, served.cache_hit_ratio())
 
-    metrics = Metrics(lambda: svc.redis, queue, lambda: rebuild_counts(service=svc))
+    metrics = Metrics(
+        lambda: svc.redis,
+        queue,
+        lambda: rebuild_counts(service=svc),
+        process=api.process_metrics,
+    )
     ingest_in_flight = InFlight(
         api.max_ingest_in_flight, api.in_flight_wait_ms / 1000, "queued ingest request(s)"
     )

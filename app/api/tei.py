@@ -1,9 +1,11 @@
-"""Text Embeddings Inference (TEI) conventions: `POST /embed` and `GET /info`, so clients
+"""Text Embeddings Inference (TEI) conventions: `POST /embed` (also at `POST /`, where
+`huggingface_hub.InferenceClient(base_url=…)` posts), `GET /info` and `GET /health`, so clients
 written for a TEI server (e.g. LangChain's `HuggingFaceEndpointEmbeddings`) work with cdeq.
 
-`/embed` takes `{"inputs": str | [str], "truncate"?, "normalize"?}` and answers a list of
-vectors, as TEI does; cdeq's `input_type` and `collection` are accepted too. Errors keep
-cdeq's (OpenAI) shape.
+`/embed` takes `{"inputs": str | [str], "truncate"?, "normalize"?, "prompt_name"?}` and answers
+a list of vectors, as TEI does; `prompt_name` "query" embeds queries, "document" or "passage"
+documents. cdeq's `input_type` and `collection` are accepted too. Errors keep cdeq's (OpenAI)
+shape.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 import app as package
 from app.api.auth import ReadAccess
 from app.api.embeddings import request_texts
+from app.api.errors import SERVER_ERROR, error_response
 from app.api.schemas import openapi_body, read_body
 from app.config import ApiSettings
 from app.embeddings import InputType, embed_texts, input_types
@@ -51,8 +54,44 @@ class EmbedRequest(BaseModel):
     collection: str | None = Field(
         None, description="embed against this collection's context; omit for the generic one"
     )
+    prompt_name: str | None = Field(
+        None,
+        description="TEI's prompt: 'query' embeds queries; 'document' or 'passage' documents",
+    )
 
 
+PROMPT_NAMES = {"query": "query", "document": "document", "passage": "document"}
+
+
+def requested_type(req: EmbedRequest) -> InputType:
+    """The input type asked for by `input_type` or TEI's `prompt_name` (default: document);
+    InvalidInput for an unknown prompt name, or two fields that disagree."""
+    chosen = InputType(req.input_type) if req.input_type is not None else None
+    if req.prompt_name is not None:
+        mapped = PROMPT_NAMES.get(req.prompt_name)
+        if mapped is None:
+            accepted = ", ".join(repr(name) for name in PROMPT_NAMES)
+            raise InvalidInput(
+                f"prompt_name: {req.prompt_name!r} is not a prompt of this model; accepted: "
+                f"{accepted} (or omit it)",
+                field="prompt_name",
+            )
+        if chosen is not None and chosen != InputType(mapped):
+            raise InvalidInput(
+                f"prompt_name: {req.prompt_name!r} asks for {mapped} embeddings but input_type "
+                f"is {req.input_type!r}; send one of them",
+                field="prompt_name",
+            )
+        chosen = InputType(mapped)
+    return chosen or InputType.DOCUMENT
+
+
+@router.post(
+    "/",
+    dependencies=[ReadAccess],
+    openapi_extra=openapi_body(EmbedRequest),
+    summary="Embed texts: the same as POST /embed (TEI serves it at / too)",
+)
 @router.post(
     "/embed",
     dependencies=[ReadAccess],
@@ -70,7 +109,7 @@ async def embed(request: Request) -> Response:
             field="normalize",
         )
     raw = request_texts(req.inputs, api.max_inputs, field="inputs")
-    texts, types = input_types(raw, InputType(req.input_type or "document"), field="inputs")
+    texts, types = input_types(raw, requested_type(req), field="inputs")
     result = await run_in_threadpool(
         lambda: embed_texts(
             texts,
@@ -110,3 +149,17 @@ async def info(request: Request) -> dict[str, Any]:
         "batching": embedder.batching,
         "version": package.__version__,
     }
+
+
+@router.get("/health", summary="200 when the model is loaded, else 503 (TEI-compatible; no key)")
+async def health(request: Request) -> Response:
+    service: Cdeq = request.app.state.service
+    if service.has("embedder"):
+        return Response(status_code=200)
+    return error_response(
+        503,
+        "the model is not loaded",
+        type_=SERVER_ERROR,
+        code="model_unavailable",
+        headers={"Retry-After": "5"},
+    )

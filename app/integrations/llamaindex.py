@@ -1,98 +1,11 @@
-"""A LlamaIndex `BaseEmbedding` over a running `cdeq serve` (install the `llamaindex` extra).
-
-LlamaIndex embeds queries through `get_query_embedding` and nodes through
-`get_text_embedding(_batch)`; `CdeqEmbedding` sends the first as `input_type: "query"` and
-the others as `"document"`, with the `collection` whose context to use:
-
-    from app.integrations.llamaindex import CdeqEmbedding
-    embed_model = CdeqEmbedding(base_url="http://127.0.0.1:8000", api_key=KEY, collection="notes")
-    embed_model.get_query_embedding("how do tides work?")
-
-LlamaIndex cuts long lists into batches of `embed_batch_size` (at most 2,048, cdeq's default
-`CDEQ_API__MAX_INPUTS`); each batch is one request. The API key lives in a private
-attribute, so it is never part of the model's fields, its `to_dict()` or its `to_payload()`.
-A non-200 answer raises `CdeqAPIError` (a ValueError) with the status code and cdeq's message.
-"""
+"""Deprecated: use `cdeq_client.llamaindex` (the `cdeq-client` distribution, clients/python/)."""
 
 from __future__ import annotations
 
-from typing import Any
+from app.integrations import moved
 
-from llama_index.core.embeddings import BaseEmbedding
-from pydantic import Field, PrivateAttr
-
-from app.integrations._client import CdeqAPIError, CdeqHTTP, InputType, check_settings
+_new = moved("app.integrations.llamaindex", "cdeq_client.llamaindex")
+CdeqAPIError = _new.CdeqAPIError
+CdeqEmbedding = _new.CdeqEmbedding
 
 __all__ = ["CdeqAPIError", "CdeqEmbedding"]
-
-
-class CdeqEmbedding(BaseEmbedding):
-    """Embeddings from cdeq's `/v1/embeddings`, with the right input type and collection."""
-
-    base_url: str = Field(default="http://127.0.0.1:8000", description="where `cdeq serve` is")
-    collection: str | None = Field(
-        default=None, description="the collection whose context to embed with; None = generic"
-    )
-    timeout_s: float = Field(default=120.0, gt=0, description="seconds per request")
-
-    _http: CdeqHTTP = PrivateAttr()
-
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        *,
-        api_key: str | None = None,
-        collection: str | None = None,
-        embed_batch_size: int = 256,
-        timeout_s: float = 120.0,
-        model_name: str = "cdeq",
-        **kwargs: Any,
-    ) -> None:
-        base_url = check_settings(
-            base_url, embed_batch_size, timeout_s, batch_field="embed_batch_size"
-        )
-        # this class's own fields go through pydantic too (mypy sees only the base's signature)
-        fields: dict[str, Any] = {
-            "base_url": base_url,
-            "collection": collection,
-            "timeout_s": timeout_s,
-        }
-        super().__init__(
-            embed_batch_size=embed_batch_size,
-            model_name=model_name,
-            **fields,
-            **kwargs,
-        )
-        self._http = CdeqHTTP(base_url, api_key=api_key, timeout_s=timeout_s)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "CdeqEmbedding"
-
-    def _embed(self, texts: list[str], input_type: InputType) -> list[list[float]]:
-        return self._http.embed(
-            texts, input_type, collection=self.collection, batch_size=self.embed_batch_size
-        )
-
-    async def _aembed(self, texts: list[str], input_type: InputType) -> list[list[float]]:
-        return await self._http.aembed(
-            texts, input_type, collection=self.collection, batch_size=self.embed_batch_size
-        )
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embed([query], "query")[0]
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return (await self._aembed([query], "query"))[0]
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._embed([text], "document")[0]
-
-    async def _aget_text_embedding(self, text: str) -> list[float]:
-        return (await self._aembed([text], "document"))[0]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._embed(list(texts), "document")
-
-    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return await self._aembed(list(texts), "document")

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 
+import app.model.stages as stages  # by its full name: not through the package's __init__
 from app.errors import ModelLoadError
-from app.model import stages
 from app.model.config import CdeConfig, ModernBertBackboneConfig
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.model import stages
+import app.model.stages as stages  # by its full name: not through the package's __init__
 from app.model.config import BackboneConfig, CdeConfig
 
 # On CPU, attention runs per sequence over its real tokens, HEADS_PER_STEP heads per matmul

@@ -63,7 +63,7 @@ def direct(server: Server, texts: list[str], input_type: str, collection: str | 
 
 
 def test_llamaindex_embeds_queries_as_queries_in_the_collections_context(server: Server) -> None:
-    from app.integrations.llamaindex import CdeqEmbedding
+    from cdeq_client.llamaindex import CdeqEmbedding
 
     model = CdeqEmbedding(server.url, api_key=KEY, collection="tides", embed_batch_size=2)
     query = np.array(model.get_query_embedding(QUESTION))
@@ -81,7 +81,7 @@ def test_llamaindex_embeds_queries_as_queries_in_the_collections_context(server:
 
 
 def test_llamaindex_async_path(server: Server) -> None:
-    from app.integrations.llamaindex import CdeqEmbedding
+    from cdeq_client.llamaindex import CdeqEmbedding
 
     model = CdeqEmbedding(server.url, api_key=KEY, collection="tides", embed_batch_size=2)
 
@@ -101,8 +101,8 @@ def test_llamaindex_async_path(server: Server) -> None:
 
 
 def test_adapters_raise_cdeqs_status_and_message(server: Server) -> None:
-    from app.integrations.langchain import CdeqEmbeddings
-    from app.integrations.llamaindex import CdeqAPIError, CdeqEmbedding
+    from cdeq_client.langchain import CdeqEmbeddings
+    from cdeq_client.llamaindex import CdeqAPIError, CdeqEmbedding
 
     wrong_key = CdeqEmbedding(server.url, api_key="not-the-key", collection="tides")
     with pytest.raises(CdeqAPIError, match=r"cdeq answered 401 \(invalid_api_key\)") as exc:
@@ -140,13 +140,12 @@ def tides_store(api_service: Cdeq) -> Cdeq:
 def test_frameworks_qdrant_stores_read_a_cdeq_collection(server: Server, tides_store: Cdeq) -> None:
     pytest.importorskip("llama_index.vector_stores.qdrant")
     pytest.importorskip("langchain_qdrant")
+    from cdeq_client.langchain import CdeqEmbeddings
+    from cdeq_client.llamaindex import CdeqEmbedding
     from langchain_qdrant import QdrantVectorStore as LangChainQdrant
     from llama_index.core import VectorStoreIndex
     from llama_index.vector_stores.qdrant import QdrantVectorStore as LlamaQdrant
     from qdrant_client import models
-
-    from app.integrations.langchain import CdeqEmbeddings
-    from app.integrations.llamaindex import CdeqEmbedding
 
     texts = {d["id"]: d["text"] for d in corpus(40, "tide")}
     hits = search("tides", QUESTION, top_k=4, service=tides_store)  # cdeq's own ranking

@@ -47,7 +47,7 @@ def test_langchain_embeddings_use_input_type_and_collection(
     server: Server, tides: np.ndarray, embedder: CdeEmbedder
 ) -> None:
     pytest.importorskip("langchain_core")
-    from app.integrations.langchain import CdeqEmbeddings
+    from cdeq_client.langchain import CdeqEmbeddings
 
     lc = CdeqEmbeddings(server.url, collection="tides", batch_size=2)
     query = lc.embed_query("when is high tide?")

@@ -427,6 +427,14 @@ def test_auth(keyed: TestClient) -> None:
     assert keyed.post("/v1/embeddings", json=body, headers=rw).status_code == 200
     assert keyed.get("/v1/collections", headers=ro).status_code == 200
     assert_error(keyed.get("/v1/collections"), 401)
+    # TEI's routes too, `/` included (huggingface_hub posts there): 401, never a 404
+    for route in ("/", "/embed"):
+        assert_error(keyed.post(route, json={"inputs": "x"}), 401)
+        wrong = {"Authorization": "Bearer wrong-key"}
+        assert_error(keyed.post(route, json={"inputs": "x"}, headers=wrong), 401)
+        assert keyed.post(route, json={"inputs": "x"}, headers=ro).status_code == 200
+    assert_error(keyed.get("/info"), 401)
+    assert keyed.get("/health").status_code == 200  # a probe, like /healthz: no key
     docs = {"documents": [{"id": "a1", "text": "auth test document"}]}
     err = assert_error(
         keyed.post("/v1/collections/auth-test/documents", json=docs, headers=ro), 403
@@ -535,6 +543,19 @@ def test_probes_and_metrics(client: TestClient) -> None:
     assert "cdeq_ingest_queue_depth" not in text.replace(
         "# HELP cdeq_ingest_queue_depth", ""
     ).replace("# TYPE cdeq_ingest_queue_depth", "")
+
+
+def test_process_and_python_metrics_can_be_turned_off(api_service: Cdeq) -> None:
+    """prometheus_client's process and Python collectors are on by default, and off with
+    CDEQ_API__PROCESS_METRICS=false (cdeq's own metrics stay)."""
+    on = create_app(api_service.settings, api_service).state.metrics.render().decode()
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"):
+        assert f"\n{name}" in on, name
+    assert "python_gc_collections_total" in on
+    settings = with_api(api_service, process_metrics=False)
+    off = create_app(settings, api_service).state.metrics.render().decode()
+    assert "process_" not in off and "python_" not in off
+    assert "cdeq_http_requests" in off
 
 
 def test_openapi_documents_the_routes(client: TestClient) -> None:

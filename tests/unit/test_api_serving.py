@@ -66,6 +66,40 @@ def test_tei_embed(client: TestClient, api_service: Cdeq, embedder: CdeEmbedder)
     assert_error(client.post("/embed", json={"inputs": "x", "collection": "nope"}), 404)
 
 
+def test_tei_root_and_prompt_names(
+    client: TestClient, api_service: Cdeq, embedder: CdeEmbedder
+) -> None:
+    """POST / is POST /embed (where huggingface_hub's InferenceClient posts); TEI's
+    prompt_name chooses queries or documents, and an unknown one is refused by name."""
+    generic = api_service.contexts.generic()
+    text = "where do rivers go?"
+    query = embedder.embed_queries([text], generic).vectors
+    document = embedder.embed_documents([text], generic).vectors
+    assert (
+        client.post("/", json={"inputs": text}).json()
+        == client.post("/embed", json={"inputs": text}).json()
+    )
+    for route in ("/", "/embed"):
+        got = client.post(route, json={"inputs": [text], "prompt_name": "query"}).json()
+        assert cosine(np.array(got), query)[0] >= 0.99999
+        assert cosine(np.array(got), document)[0] < 0.99999  # the prompt name was not ignored
+        for name in ("document", "passage"):
+            got = client.post(route, json={"inputs": [text], "prompt_name": name}).json()
+            assert cosine(np.array(got), document)[0] >= 0.99999
+    err = assert_error(client.post("/", json={"inputs": text, "prompt_name": "qa"}), 400)
+    assert err["param"] == "prompt_name"
+    assert "'query', 'document', 'passage'" in err["message"] and "'qa'" in err["message"]
+    both = {"inputs": text, "prompt_name": "query", "input_type": "document"}
+    assert_error(client.post("/embed", json=both), 400, "prompt_name")
+    agree = {"inputs": text, "prompt_name": "query", "input_type": "query"}
+    assert cosine(np.array(client.post("/embed", json=agree).json()), query)[0] >= 0.99999
+
+
+def test_tei_health(client: TestClient) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200 and r.content == b""
+
+
 def test_tei_info(client: TestClient, embedder: CdeEmbedder) -> None:
     info = client.get("/info").json()
     assert info["model_id"] == "cde-small-v1" and info["model_dtype"] == "float32"

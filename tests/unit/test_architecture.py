@@ -91,14 +91,47 @@ def test_model_knows_nothing_of_the_service() -> None:
         assert not outside, f"{path.name} imports {outside}"
 
 
+def test_model_modules_import_each_other_by_full_name() -> None:
+    """`from app.model import stages` inside app/model runs the package's __init__ (which
+    imports the modules that import it): a cycle through the package's face."""
+    for path in (ROOT / "app" / "model").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert node.module != "app.model", f"{path.name}: from app.model import …"
+
+
 def test_integrations_are_clients_only() -> None:
-    """The framework adapters talk HTTP to a `cdeq serve`: none imports cdeq's server code, so
-    they work with the `langchain`/`llamaindex` extras alone and no model or store behind them."""
+    """The deprecated adapters only re-export cdeq-client's: none imports cdeq's server code."""
     paths = sorted((ROOT / "app" / "integrations").rglob("*.py"))
-    assert len(paths) >= 3  # __init__, _client, langchain, llamaindex
+    assert len(paths) >= 3  # __init__, langchain, llamaindex
     for path in paths:
         outside = {m for m in project_imports(path) if not m.startswith("app.integrations")}
         assert not outside, f"{path.name} imports {outside}"
+
+
+CLIENT = ROOT / "clients" / "python" / "cdeq_client"
+# what cdeq-client may import besides the standard library: its one dependency and its extras
+CLIENT_THIRD_PARTY = {"httpx", "langchain_core", "llama_index", "pydantic"}
+
+
+def test_client_package_imports_nothing_of_the_server() -> None:
+    """cdeq-client installs with httpx alone: it imports only itself, the standard library,
+    httpx and (in its adapters) the frameworks of its extras."""
+    import sys
+
+    paths = sorted(CLIENT.rglob("*.py"))
+    assert len(paths) >= 6
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots = {node.module.split(".")[0]}
+            else:
+                continue
+            allowed = {"cdeq_client", "__future__", *CLIENT_THIRD_PARTY}
+            foreign = {r for r in roots if r not in allowed and r not in sys.stdlib_module_names}
+            assert not foreign, f"{path.name} imports {foreign}"
 
 
 def test_no_import_cycle() -> None:

@@ -18,6 +18,7 @@ MARKDOWN = sorted(
         "*.md",
         "docs/*.md",
         "*/README.md",
+        "clients/*/README.md",
         "*/data/README.md",
         "tests/data/*/README.md",
     )
@@ -59,3 +60,19 @@ def test_nothing_points_outside_the_repository() -> None:
         if "../shared" in p.read_text(encoding="utf-8") and p.name != "test_docs.py"
     ]
     assert not offenders
+
+
+def test_runnable_markers_sit_on_bash_or_python_blocks() -> None:
+    """Every `<!-- runnable -->` marker is right above a bash or python fence (else the docs
+    test would silently skip a block the author meant to run)."""
+    from tests.helpers.runnable import runnable_blocks, sources
+
+    found = [block for path in sources() for block in runnable_blocks(path)]
+    assert len([b for b in found if b.needs is None]) >= 5
+    marked = [  # a misspelt marker would not match and its block would never run
+        line
+        for p in sources()
+        for line in p.read_text(encoding="utf-8").splitlines()
+        if line.startswith("<!--") and "runnable" in line
+    ]
+    assert len(marked) == len(found), marked
