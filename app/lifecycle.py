@@ -119,7 +119,7 @@ def context_info(
     record = store.load_context(collection, version)
     if record is None:
         raise ContextNotReady(f"context {version} of {collection!r} is not stored yet")
-    points_now = store.count_physical(live)
+    points_now = store.count_documents(live)
     growth = points_now / max(record.points_at_build, 1)
     drift_value = None
     if drift:
@@ -278,7 +278,7 @@ def after_ingest_job(svc: Cdeq, collection: str) -> str | None:
         record = svc.store.load_context(collection, version_of(live))
         if record is None:
             return None
-        reason = _auto_reason(svc, record, svc.store.count_physical(live))
+        reason = _auto_reason(svc, record, svc.store.count_documents(live))
         if reason is None:
             return None
         log.warning(

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.contexts import Context
-from app.documents import Document
 from app.errors import (
     CdeqError,
     Conflict,
@@ -70,7 +69,8 @@ def finish_rebuild(svc: Cdeq, collection: str, job_id: str) -> None:
             record = store.load_context(collection, target.version)
             if record is None:
                 raise ContextNotReady(f"context {target.version} of {collection!r} vanished")
-            store.save_context(_replace_state(record, "ready", points=have))
+            documents = store.count_documents(target.physical)
+            store.save_context(_replace_state(record, "ready", points=documents))
             store.set_alias(collection, target.physical)
         svc.contexts.forget(collection)
         removed = apply_retention(svc, collection, target.version)
@@ -111,9 +111,17 @@ def catch_up(svc: Cdeq, collection: str, source: str, target: Context) -> int:
 
 
 def write_stored(
-    svc: Cdeq, collection: str, docs: Sequence[StoredDocument], target: Context
+    svc: Cdeq,
+    collection: str,
+    docs: Sequence[StoredDocument],
+    target: Context,
+    *,
+    trim: bool = False,
 ) -> int:
-    """Embed stored documents with `target`'s context into its physical collection."""
+    """Embed stored chunks with `target`'s context into its physical collection, each as the
+    same chunk (index, count, offsets) of its document. `trim`: then delete the chunks of
+    these documents beyond their new count (a re-ingest of a shorter version); new chunks
+    are written first, so a search finds each document throughout."""
     if not docs:
         return 0
     missing = [d.document_id for d in docs if d.text is None]
@@ -132,19 +140,26 @@ def write_stored(
                 metadata=d.metadata,
                 content_hash=d.content_hash,
                 context_version=target.version,
+                chunk_index=d.chunk_index,
+                chunk_count=d.chunk_count,
+                char_start=d.char_start,
+                char_end=d.char_end,
             )
             for d, vector in zip(docs, embeddings.vectors, strict=True)
         ],
     )
+    if trim:
+        svc.store.delete_stale_chunks(target.physical, {d.document_id: d.chunk_count for d in docs})
     return sum(embeddings.truncated)
 
 
 # ---- writes during a rebuild -----------------------------------------------------------------------
 def mirror_documents(
-    svc: Cdeq, collection: str, written: Context, documents: Sequence[Document]
+    svc: Cdeq, collection: str, written: Context, chunks: Sequence[StoredDocument]
 ) -> None:
-    """After an ingest batch wrote `written`, write it wherever else it must be: the target of
-    a rebuild in progress, and the live version if the alias moved during the batch.
+    """After an ingest batch wrote its documents' `chunks` into `written`, write them wherever
+    else they must be: the target of a rebuild in progress, and the live version if the alias
+    moved during the batch (stale chunks trimmed there too).
 
     Looking only after the write closes the race with a rebuild's catch-up: the catch-up runs
     after the target context exists, so a batch that finds no target wrote its documents
@@ -161,9 +176,8 @@ def mirror_documents(
         svc.contexts.forget(collection)
         targets.append(svc.contexts.current(collection))
     for target in targets:
-        stored = [StoredDocument("", d.id, d.text, d.metadata, d.content_hash) for d in documents]
         try:
-            write_stored(svc, collection, stored, target)
+            write_stored(svc, collection, chunks, target, trim=True)
         except NotFound:  # the rebuild was abandoned and its collection dropped meanwhile
             log.info("version %d of %r is gone; not mirrored", target.version, collection)
 

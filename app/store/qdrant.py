@@ -11,7 +11,7 @@ contract the rest of cdeq relies on; the parts hold the implementation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -197,8 +197,17 @@ class QdrantStore:
         return self._points.delete_documents(collection, document_ids)
 
     def count(self, collection: str) -> int:
-        """Exact number of documents in ``collection``."""
+        """Exact number of points (chunks) in ``collection``."""
         return self._points.count(collection)
+
+    def count_documents(self, name: str) -> int:
+        """Exact number of documents (chunk-0 points) in a user or physical collection."""
+        return self._points.count_documents(name)
+
+    def delete_stale_chunks(self, physical: str, chunk_counts: Mapping[str, int]) -> None:
+        """After writing documents' new chunks: delete their chunks with an index at or above
+        the new count (document id → count), left by a longer earlier version."""
+        self._points.delete_stale_chunks(physical, chunk_counts)
 
     def search(
         self,
@@ -208,15 +217,17 @@ class QdrantStore:
         filter: SearchFilter | None = None,
         *,
         physical: str | None = None,
+        group: bool = True,
     ) -> list[Hit]:
         """The ``top_k`` documents of ``collection`` with the highest dot product with ``vector``.
 
         ``filter``: ``{"metadata.lang": "en", "metadata.tag": ["a", "b"]}`` (all must match; a
         list matches any item) or a ``qdrant_client.models.Filter``. ``physical``: search that
         physical collection of ``collection`` instead of the alias (the version the query
-        vector was embedded for, even if the alias moves meanwhile).
+        vector was embedded for, even if the alias moves meanwhile). ``group`` (default): one
+        hit per document, its best chunk (``top_k`` counts documents); False: raw chunks.
         """
-        return self._points.search(collection, vector, top_k, filter, physical)
+        return self._points.search(collection, vector, top_k, filter, physical, group=group)
 
     def get_documents(
         self, collection: str, document_ids: Sequence[str]
