@@ -84,6 +84,7 @@ class ContextInfo:
     built_at: float
     sample_size: int  # texts stage 1 read (the model's context size)
     distinct_documents: int  # distinct documents among them (0 for the generic context)
+    sampled_chunks: int  # distinct chunks among them (a document may give several)
     points_at_build: int
     points_now: int
     growth: float  # points_now / max(points_at_build, 1)
@@ -136,6 +137,7 @@ def context_info(
         built_at=record.created_at,
         sample_size=int(record.dataset_embeddings.shape[0]),
         distinct_documents=len(set(record.sampled_ids)),
+        sampled_chunks=record.sampled_chunks,
         points_at_build=record.points_at_build,
         points_now=points_now,
         growth=growth,

@@ -224,11 +224,27 @@ def check_context_texts(texts: Sequence[str] | None) -> list[str] | None:
 def sample_documents(
     svc: Cdeq, physical: str, n: int, seed: int, ids: list[str] | None = None
 ) -> list[dict[str, str]]:
-    """A seeded sample of up to `n` stored documents of the whole physical collection."""
+    """A seeded sample of up to `n` stored chunks of the whole physical collection, at most
+    CDEQ_CONTEXT__MAX_CHUNKS_PER_DOCUMENT of each document, so a few long documents cannot
+    fill a context. Chunks over a document's share are replaced by others, drawn the same
+    seeded way, until `n` or none is left."""
     if ids is None:
         ids = sorted(svc.store.point_hashes(physical))
-    picked = ids if len(ids) <= n else sorted(random.Random(seed).sample(ids, n))
-    docs = svc.store.fetch_stored(physical, picked)
+    cap = svc.settings.context.max_chunks_per_document
+    rng = random.Random(seed)
+    # The first draw is the sample of before chunking, so one-chunk collections keep theirs.
+    picked = ids if len(ids) <= n else sorted(rng.sample(ids, n))
+    rest = sorted(set(ids) - set(picked))
+    rng.shuffle(rest)
+    taken: dict[str, int] = {}
+    docs: list[StoredDocument] = []
+    while picked:
+        for doc in svc.store.fetch_stored(physical, picked):
+            if taken.get(doc.document_id, 0) < cap:
+                taken[doc.document_id] = taken.get(doc.document_id, 0) + 1
+                docs.append(doc)
+        wanted = n - len(docs)
+        picked, rest = rest[:wanted], rest[wanted:]
     missing = [d.document_id for d in docs if d.text is None]
     if missing:
         collection = parse_physical(physical)
@@ -324,6 +340,7 @@ def _replace_state(record: ContextRecord, state: str, *, points: int) -> Context
         points_at_build=points if record.source == ContextSource.REBUILD else 0,
         fingerprint=record.fingerprint,
         trigger=record.trigger,
+        sampled_chunks=record.sampled_chunks,
     )
 
 

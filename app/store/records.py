@@ -101,10 +101,12 @@ class Hit:
     char_end: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The hit as JSON: id, score, metadata and the best chunk (text and offsets)."""
+        """The hit as JSON: id, score, metadata and the best chunk (text and offsets), and the
+        whole user payload as before."""
         return {
             "id": self.document_id,
             "score": self.score,
+            "payload": self.payload,
             "metadata": self.payload.get("metadata", {}),
             "text": self.payload.get("text"),
             "chunk_index": self.chunk_index,
@@ -145,6 +147,9 @@ class ContextRecord:
     trigger: str = (
         ""  # what asked for it: "first-ingest", "create", "manual", "auto-generic", "auto-growth"
     )
+    # Distinct chunks among the sampled texts (a document may give several, up to
+    # CDEQ_CONTEXT__MAX_CHUNKS_PER_DOCUMENT); 0 in contexts saved before chunking.
+    sampled_chunks: int = 0
 
 
 @dataclass(frozen=True)
