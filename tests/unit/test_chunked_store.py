@@ -182,3 +182,38 @@ def test_bad_chunk_fields_are_refused(store: QdrantStore, uniq: Callable[[str], 
         store.upsert(physical, [bad])
     with pytest.raises(InvalidInput, match="char range"):
         store.upsert(physical, [PointRecord("a", E[0], "t", {}, "h", 1, char_start=5, char_end=2)])
+
+
+def test_grouped_search_equals_qdrants_group_by_when_one_document_fills_the_top(
+    store: QdrantStore, uniq: Callable[[str], str]
+) -> None:
+    """Local mode groups by over-fetching (Qdrant's local group-by scans every point in
+    Python); on any backend the answer is Qdrant's group-by's."""
+    name = uniq("docs")
+    physical = live(store, name)
+    rng = np.random.default_rng(0)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    records = [  # 150 chunks of one document all nearer the query than anything else
+        PointRecord("big", unit(E[0] * 4 + rng.normal(0, 0.1, 4)), "t", {}, "h", 1, i, 150)
+        for i in range(150)
+    ]
+    for d in range(30):
+        count = int(rng.integers(1, 6))
+        records += [
+            PointRecord(f"d{d}", unit(rng.normal(0, 1, 4)), "t", {}, "h", 1, i, count)
+            for i in range(count)
+        ]
+    store.upsert(physical, records)
+    for k in (1, 5, 12, 40):
+        ours = store.search(name, E[0], top_k=k)
+        groups = store.client.query_points_groups(
+            physical, query=E[0].tolist(), group_by="document_id", group_size=1, limit=k
+        ).groups
+        assert [(h.document_id, h.chunk_index) for h in ours] == [
+            (str(g.id), (g.hits[0].payload or {})["chunk_index"]) for g in groups
+        ]
+        assert [h.score for h in ours] == pytest.approx([g.hits[0].score for g in groups])
+    assert len(store.search(name, E[0], top_k=40)) == 31  # every document, then no more
