@@ -165,6 +165,7 @@ def test_create_collection_with_a_context_file(
     listed = cdeq("collections", "--json", cwd=tmp_path)
     assert json.loads(listed.stdout)[0] == {
         "name": "curated",
+        "documents": 60,
         "points": 60,
         "context_version": 1,
         "physical": "curated__c1",
