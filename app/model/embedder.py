@@ -217,8 +217,11 @@ class CdeEmbedder:
     def chunk_token_limit(self) -> int:
         """The most tokens of a document text that fit the window after [CLS], the
         `search_document: ` prefix and [SEP]."""
-        prefix = len(self._whole.encode(DOCUMENT_PREFIX, add_special_tokens=True).ids)
-        return self.max_seq_length - prefix
+        limit = self.__dict__.get("_chunk_token_limit")
+        if limit is None:
+            prefix = len(self._whole.encode(DOCUMENT_PREFIX, add_special_tokens=True).ids)
+            limit = self.__dict__["_chunk_token_limit"] = self.max_seq_length - prefix
+        return int(limit)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` alone (no prefix, no special tokens), untruncated."""
@@ -263,7 +266,10 @@ class CdeEmbedder:
             )
             if len(plan.spans) == 1 and not plan.capped:
                 return plan
-            worst = max(self.count_tokens(text[s.start : s.end]) for s in plan.spans)
+            pieces = [text[s.start : s.end] for s in plan.spans]
+            worst = max(
+                len(e.ids) for e in self._whole.encode_batch(pieces, add_special_tokens=False)
+            )
             if worst <= budget:
                 return plan
             plan_budget -= worst - budget
