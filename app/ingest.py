@@ -230,9 +230,11 @@ def ingest_documents(
 
 def check_model(service: Cdeq, collection: str) -> None:
     """ModelMismatch when `collection` exists and was embedded with another model (workers
-    would fail every batch of the job with that reason); nothing for a new collection."""
+    would fail every batch of the job with that reason); nothing for a new collection.
+    InvalidInput when the chunk settings do not fit the model (every document would fail)."""
     with contextlib.suppress(NotFound):
         service.contexts.current(collection)
+    chunk_documents(service, [Document(id="-", text="settings check")])
 
 
 def job_status(job_id: str, *, service: Cdeq) -> JobStatus:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/long_documents.py [--dry-run] [--model DIR | --size tiny|full]
         [--n-docs N] [--min-chars N] [--max-chars N] [--points 10000,50000] [--queries N]
-        [--corpus FILE]
+        [--corpus FILE] [--repeat N]
 
 1. Ingest (in-process mode, local Qdrant in a temporary folder, explicit context so stage 1 is
    not timed): the same long documents (bench/data texts concatenated to 5-50k characters
@@ -75,24 +75,37 @@ def settings(model: Path, qdrant: Path, chunking: str) -> Settings:
     )
 
 
-def bench_ingest(model: Path, docs: list[dict[str, object]], tmp: Path) -> dict[str, float]:
+def bench_ingest(
+    model: Path, docs: list[dict[str, object]], tmp: Path, repeat: int
+) -> dict[str, float]:
+    """Best of `repeat` rounds per setting, the settings alternated so load hits both alike;
+    one untimed warm-up job first (the first forward pays allocator and thread start-up)."""
     results: dict[str, float] = {}
     embedder = None
-    for chunking in ("off", "auto"):
-        svc = Cdeq(settings(model, tmp / f"ingest-{chunking}", chunking), embedder=embedder)
-        try:
-            embedder = svc.embedder
-            create_collection("long", generic_texts(max(64, embedder.context_size), seed=1), service=svc)
-            started = time.perf_counter()
-            status = ingest_documents("long", docs, service=svc)
-            elapsed = time.perf_counter() - started
-        finally:
-            svc.close()
-        results[f"{chunking} documents/s"] = status.succeeded / elapsed
-        results[f"{chunking} chunks/s"] = status.chunks / elapsed
-        results[f"{chunking} chunks"] = status.chunks
-        results[f"{chunking} truncated"] = status.truncated
-        log(f"chunking={chunking}: {status.chunks} chunks in {elapsed:.1f}s ({status.state})")
+    best: dict[str, float] = {}
+    for round_ in range(repeat):
+        for chunking in ("off", "auto"):
+            folder = tmp / f"ingest-{chunking}-{round_}"
+            svc = Cdeq(settings(model, folder, chunking), embedder=embedder)
+            try:
+                embedder = svc.embedder
+                texts = generic_texts(max(64, embedder.context_size), seed=1)
+                create_collection("long", texts, service=svc)
+                if round_ == 0 and chunking == "off":
+                    create_collection("warm", texts, service=svc)
+                    ingest_documents("warm", docs[:2], service=svc)
+                started = time.perf_counter()
+                status = ingest_documents("long", docs, service=svc)
+                elapsed = time.perf_counter() - started
+            finally:
+                svc.close()
+            log(f"chunking={chunking}: {status.chunks} chunks in {elapsed:.1f}s ({status.state})")
+            if elapsed < best.get(chunking, float("inf")):
+                best[chunking] = elapsed
+                results[f"{chunking} documents/s"] = status.succeeded / elapsed
+                results[f"{chunking} chunks/s"] = status.chunks / elapsed
+                results[f"{chunking} chunks"] = status.chunks
+                results[f"{chunking} truncated"] = status.truncated
     results["chunks/s ratio (auto/off)"] = results["auto chunks/s"] / results["off chunks/s"]
     return results
 
@@ -158,6 +171,7 @@ def main() -> int:
     parser.add_argument("--max-chars", type=int, default=50_000)
     parser.add_argument("--points", default="10000,50000")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=2, help="ingest rounds per setting (best)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.dry_run:
@@ -169,7 +183,7 @@ def main() -> int:
         docs = long_documents(args.corpus, args.n_docs, args.min_chars, args.max_chars, args.seed)
         chars = sum(len(str(d["text"])) for d in docs)
         log(f"{len(docs)} documents, {chars} characters")
-        ingest = bench_ingest(model, docs, tmp)
+        ingest = bench_ingest(model, docs, tmp, max(1, args.repeat))
         dim = Cdeq(settings(model, tmp / "dim", "auto")).embedder.dim
         print(f"## Ingest: {len(docs)} documents, {chars:,} characters, model {model.name}\n")
         print("| | chunking=off | chunking=auto |\n|---|---|---|")

@@ -222,3 +222,56 @@ def test_a_rebuild_keeps_every_documents_chunk_set_and_samples_chunks_capped(
     info = context_info("rb", service=svc)
     assert (info.distinct_documents, info.sampled_chunks) == (6, 12)
     assert info.points_now == 6  # documents, not chunks, for the growth figure
+
+
+def test_chunk_settings_are_checked_and_a_misfit_is_refused_before_anything_is_recorded(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path
+) -> None:
+    from app.config import load_settings
+
+    with pytest.raises(InvalidInput, match="CDEQ_INGEST__CHUNKING") as err:
+        load_settings(ingest={"chunking": "sometimes"})
+    with pytest.raises(InvalidInput, match="must be at most half of CHUNK_TOKENS"):
+        load_settings(ingest={"chunk_tokens": 100, "chunk_overlap_tokens": 60})
+    with pytest.raises(InvalidInput, match="CDEQ_INGEST__CHUNK_TOKENS") as err:
+        load_settings(ingest={"chunk_tokens": 8})
+    with pytest.raises(InvalidInput, match="CDEQ_INGEST__MAX_CHUNKS_PER_DOCUMENT"):
+        load_settings(ingest={"max_chunks_per_document": 0})
+    with pytest.raises(InvalidInput, match="CDEQ_CONTEXT__MAX_CHUNKS_PER_DOCUMENT"):
+        load_settings(context={"max_chunks_per_document": 513})
+    assert load_settings().ingest.max_text_chars == 2_000_000
+    # a budget the settings accept but this model's window cannot hold
+    big = service(tiny_model_dir, tmp_path / "big", embedder, chunk_tokens=600)
+    try:
+        with pytest.raises(InvalidInput, match=r"CDEQ_INGEST__CHUNK_TOKENS.*from 1 to 501") as err:
+            ingest_documents("big", long_documents(1), service=big)
+        assert err.value.field == "settings"
+        assert big.store.list_collections() == []  # refused before any job or context
+    finally:
+        big.close()
+
+
+def test_the_chunk_cap_keeps_the_first_chunks_with_a_warning(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path
+) -> None:
+    capped = service(
+        tiny_model_dir,
+        tmp_path / "cap",
+        embedder,
+        chunk_tokens=BUDGET,
+        chunk_overlap_tokens=OVERLAP,
+        max_chunks_per_document=3,
+    )
+    try:
+        docs = long_documents(2, seed=8)
+        status = ingest_documents("cap", docs, service=capped)
+        assert (status.state, status.succeeded, status.truncated, status.chunks) == (
+            "done",
+            2,
+            2,
+            6,
+        )
+        assert status.warnings["long-0"].startswith("truncated: only the first 3 chunks")
+        assert "CDEQ_INGEST__MAX_CHUNKS_PER_DOCUMENT" in status.warnings["long-0"]
+    finally:
+        capped.close()
