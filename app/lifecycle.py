@@ -208,7 +208,7 @@ def rebuild_context(
             corpus = sample_documents(service, live, n, seed, ids=sorted(hashes))
             if len({d["text"] for d in corpus}) < 2:
                 raise InvalidInput(
-                    f"collection {collection!r} has {len(hashes)} documents, too few to sample "
+                    f"collection {collection!r} has {len(hashes)} stored chunks, too few to sample "
                     "a context from; ingest more, or give context texts",
                     field="collection",
                 )
