@@ -27,7 +27,7 @@ from app.errors import TRANSIENT_ERRORS, CdeqError, InvalidInput, NotFound, Stor
 from app.jobs import BatchOutcome, Corpus, JobStatus, Start, context_sample, split
 from app.lifecycle import after_ingest_job
 from app.model import Progress
-from app.rebuild import mirror_documents
+from app.rebuild import mirror_documents, write_points
 from app.service import Cdeq
 from app.store import PointRecord, StoredDocument
 
@@ -282,7 +282,8 @@ def store_documents(
     embeddings = embedder.embed_documents(
         [c.text or "" for c in chunks], context.dataset_embeddings
     )
-    svc.store.upsert(
+    write_points(
+        svc,
         context.physical,
         [
             PointRecord(
@@ -299,8 +300,8 @@ def store_documents(
             )
             for c, vector in zip(chunks, embeddings.vectors, strict=True)
         ],
+        trim=True,
     )
-    svc.store.delete_stale_chunks(context.physical, {c.document_id: c.chunk_count for c in chunks})
     # A rebuild in progress (or a swap during this batch) needs these documents elsewhere too.
     mirror_documents(svc, collection, context, chunks)
     warning = truncation_warning(embedder.max_seq_length)

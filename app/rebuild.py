@@ -130,7 +130,8 @@ def write_stored(
     embeddings = svc.embedder.embed_documents(
         [d.text or "" for d in docs], target.dataset_embeddings
     )
-    svc.store.upsert(
+    write_points(
+        svc,
         target.physical,
         [
             PointRecord(
@@ -147,10 +148,29 @@ def write_stored(
             )
             for d, vector in zip(docs, embeddings.vectors, strict=True)
         ],
+        trim=trim,
     )
-    if trim:
-        svc.store.delete_stale_chunks(target.physical, {d.document_id: d.chunk_count for d in docs})
     return sum(embeddings.truncated)
+
+
+def write_points(svc: Cdeq, physical: str, records: Sequence[PointRecord], *, trim: bool) -> None:
+    """Upsert chunk points; `trim`: these are whole new versions of their documents, so
+    delete the chunks a longer earlier version left.
+
+    Trimming writes chunk 0 last: until the stale chunks are gone it still records the old
+    count, so a write that dies part-way trims in full when it runs again, and the document
+    is found throughout (its chunk 0 is never absent)."""
+    store = svc.store
+    if not trim:
+        store.upsert(physical, records)
+        return
+    counts = {r.document_id: r.chunk_count for r in records}
+    previous = store.chunk_counts(physical, list(counts))
+    rest = [r for r in records if r.chunk_index > 0]
+    if rest:
+        store.upsert(physical, rest)
+    store.delete_stale_chunks(physical, counts, previous)
+    store.upsert(physical, [r for r in records if r.chunk_index == 0])
 
 
 # ---- writes during a rebuild -----------------------------------------------------------------------

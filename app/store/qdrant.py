@@ -204,10 +204,21 @@ class QdrantStore:
         """Exact number of documents (chunk-0 points) in a user or physical collection."""
         return self._points.count_documents(name)
 
-    def delete_stale_chunks(self, physical: str, chunk_counts: Mapping[str, int]) -> None:
+    def chunk_counts(self, physical: str, document_ids: Sequence[str]) -> dict[str, int]:
+        """document id → chunk count recorded by its chunk 0 in ``physical`` (stored ones)."""
+        return self._points.chunk_counts(physical, document_ids)
+
+    def delete_stale_chunks(
+        self,
+        physical: str,
+        chunk_counts: Mapping[str, int],
+        previous: Mapping[str, int] | None = None,
+    ) -> None:
         """After writing documents' new chunks: delete their chunks with an index at or above
-        the new count (document id → count), left by a longer earlier version."""
-        self._points.delete_stale_chunks(physical, chunk_counts)
+        the new count (document id → count), left by a longer earlier version. ``previous``:
+        the counts read before the write (`chunk_counts`), when chunk 0 is written after this
+        call (then local mode deletes by id instead of walking every point)."""
+        self._points.delete_stale_chunks(physical, chunk_counts, previous)
 
     def search(
         self,

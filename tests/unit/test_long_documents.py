@@ -275,3 +275,36 @@ def test_the_chunk_cap_keeps_the_first_chunks_with_a_warning(
         assert "CDEQ_INGEST__MAX_CHUNKS_PER_DOCUMENT" in status.warnings["long-0"]
     finally:
         capped.close()
+
+
+def test_a_rewrite_that_died_part_way_is_trimmed_in_full_when_it_runs_again(svc: Cdeq) -> None:
+    """Chunk 0 is written last, after the trim: a write that dies before it leaves chunk 0
+    recording the old count, so running the write again removes every stale chunk (local
+    mode trims by those ids, not by a filter walking every point)."""
+    from app.rebuild import write_points
+    from app.store import PointRecord
+
+    ingest_documents("crash", long_documents(2, seed=13), service=svc)  # a context, a version
+    physical = svc.store.resolve("crash")
+    assert physical is not None
+    version = svc.contexts.current("crash").version
+    vector = [1.0] + [0.0] * (svc.store.dim - 1)
+
+    def version_of(count: int) -> list[PointRecord]:
+        return [
+            PointRecord("x", vector, f"chunk {i}", {}, f"h{count}", version, i, count, i, i + 1)
+            for i in range(count)
+        ]
+
+    def stored() -> list[tuple[int, int]]:
+        ids = [chunk_point_id("crash", "x", i) for i in range(10)]
+        return sorted((d.chunk_index, d.chunk_count) for d in svc.store.fetch_stored(physical, ids))
+
+    write_points(svc, physical, version_of(6), trim=True)
+    assert stored() == [(i, 6) for i in range(6)]
+    svc.store.upsert(physical, version_of(2)[1:])  # the shorter rewrite dies after its chunk 1
+    assert svc.store.chunk_counts(physical, ["x"]) == {"x": 6}
+    write_points(svc, physical, version_of(2), trim=True)  # ... and runs again
+    assert stored() == [(0, 2), (1, 2)]
+    write_points(svc, physical, version_of(4), trim=True)  # longer again: nothing to trim
+    assert stored() == [(i, 4) for i in range(4)]
