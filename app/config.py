@@ -86,7 +86,33 @@ class QdrantSettings(BaseModel):
 class IngestSettings(BaseModel):
     batch_size: int = Field(64, ge=1, le=10_000, description="documents per worker task")
     max_documents_per_job: int = Field(100_000, ge=1)
-    max_text_chars: int = Field(100_000, ge=1, description="longest accepted document text")
+    max_text_chars: int = Field(
+        2_000_000, ge=1, le=100_000_000, description="longest accepted document text"
+    )
+    chunking: Literal["auto", "off"] = Field(
+        "auto",
+        description="'auto': a text longer than the model's window is split into chunks, one "
+        "point each; 'off': it is truncated to the window (with a warning)",
+    )
+    chunk_tokens: int | None = Field(
+        None,
+        ge=16,
+        le=8192,
+        description="tokens per chunk; default: the model's window after the document prefix "
+        "(must fit it)",
+    )
+    chunk_overlap_tokens: int | None = Field(
+        None,
+        ge=0,
+        le=4096,
+        description="tokens consecutive chunks share; default about 12% of the chunk budget",
+    )
+    max_chunks_per_document: int = Field(
+        4000,
+        ge=1,
+        le=1_000_000,
+        description="chunks embedded per document at most; the rest is left out, with a warning",
+    )
     max_metadata_bytes: int = Field(
         64 * 1024, ge=2, description="largest accepted metadata of a document, as UTF-8 JSON"
     )
@@ -142,6 +168,15 @@ class IngestSettings(BaseModel):
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> IngestSettings:
+        if (
+            self.chunk_tokens is not None
+            and self.chunk_overlap_tokens is not None
+            and self.chunk_overlap_tokens * 2 > self.chunk_tokens
+        ):
+            raise ValueError(
+                f"CHUNK_OVERLAP_TOKENS ({self.chunk_overlap_tokens}) must be at most half of "
+                f"CHUNK_TOKENS ({self.chunk_tokens})"
+            )
         if self.task_time_limit_s <= self.task_soft_time_limit_s:
             raise ValueError(
                 f"TASK_TIME_LIMIT_S ({self.task_time_limit_s}) must exceed "
@@ -171,6 +206,13 @@ class ContextSettings(BaseModel):
     )
     drift_sample: int = Field(
         64, ge=2, le=10_000, description="stored texts sampled for the drift figure"
+    )
+    max_chunks_per_document: int = Field(
+        1,
+        ge=1,
+        le=512,
+        description="chunks of one document a context sample may hold, so a few long "
+        "documents cannot fill the context",
     )
 
 

@@ -267,6 +267,7 @@ class Contexts:
                 points_at_build=points_at_build,
                 fingerprint=model_fingerprint(embedder),
                 trigger=trigger,
+                sampled_chunks=len({(c["id"], c["text"]) for c in chosen if c["id"]}),
             )
         )
         return physical

@@ -23,13 +23,13 @@ from typing import Any
 
 from app.deliveries import begin, crashed_reason, end, leased_jobs
 from app.documents import Document, validate_documents
-from app.errors import TRANSIENT_ERRORS, CdeqError, NotFound, StoreUnavailable
+from app.errors import TRANSIENT_ERRORS, CdeqError, InvalidInput, NotFound, StoreUnavailable
 from app.jobs import BatchOutcome, Corpus, JobStatus, Start, context_sample, split
 from app.lifecycle import after_ingest_job
 from app.model import Progress
-from app.rebuild import mirror_documents
+from app.rebuild import mirror_documents, write_points
 from app.service import Cdeq
-from app.store import PointRecord
+from app.store import PointRecord, StoredDocument
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,60 @@ class Batch:
 
 def truncation_warning(max_tokens: int) -> str:
     return f"truncated: only the first {max_tokens} tokens were embedded"
+
+
+def chunk_cap_warning(chunks: int, end: int, length: int) -> str:
+    return (
+        f"truncated: only the first {chunks} chunks (characters 0 to {end} of {length}) were "
+        "embedded (CDEQ_INGEST__MAX_CHUNKS_PER_DOCUMENT)"
+    )
+
+
+def chunk_documents(
+    svc: Cdeq, documents: Sequence[Document]
+) -> tuple[list[StoredDocument], dict[str, str]]:
+    """Each document as its chunks (CDEQ_INGEST__CHUNKING, read now: the service's settings
+    decide, per call), and a warning for each document the chunk cap cut short.
+
+    'off', or a text that fits the window: one chunk, the whole text (today's point)."""
+    settings = svc.settings.ingest
+    chunks: list[StoredDocument] = []
+    warnings: dict[str, str] = {}
+    embedder = svc.embedder if settings.chunking == "auto" else None
+    for d in documents:
+        if embedder is None:
+            chunks.append(StoredDocument("", d.id, d.text, d.metadata, d.content_hash))
+            continue
+        try:
+            plan = embedder.chunk(
+                d.text,
+                budget=settings.chunk_tokens,
+                overlap=settings.chunk_overlap_tokens,
+                max_chunks=settings.max_chunks_per_document,
+            )
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"CDEQ_INGEST__CHUNK_TOKENS / CHUNK_OVERLAP_TOKENS do not fit this model: {exc}",
+                field="settings",
+            ) from None
+        count = len(plan.spans)
+        chunks.extend(
+            StoredDocument(
+                "",
+                d.id,
+                d.text[span.start : span.end],
+                d.metadata,
+                d.content_hash,
+                chunk_index=index,
+                chunk_count=count,
+                char_start=span.start,
+                char_end=span.end,
+            )
+            for index, span in enumerate(plan.spans)
+        )
+        if plan.capped:
+            warnings[d.id] = chunk_cap_warning(count, plan.spans[-1].end, len(d.text))
+    return chunks, warnings
 
 
 # ---- submitting a job ----------------------------------------------------------------------
@@ -176,9 +230,11 @@ def ingest_documents(
 
 def check_model(service: Cdeq, collection: str) -> None:
     """ModelMismatch when `collection` exists and was embedded with another model (workers
-    would fail every batch of the job with that reason); nothing for a new collection."""
+    would fail every batch of the job with that reason); nothing for a new collection.
+    InvalidInput when the chunk settings do not fit the model (every document would fail)."""
     with contextlib.suppress(NotFound):
         service.contexts.current(collection)
+    chunk_documents(service, [Document(id="-", text="settings check")])
 
 
 def job_status(job_id: str, *, service: Cdeq) -> JobStatus:
@@ -217,32 +273,44 @@ def store_documents(
     corpus: Callable[[], Corpus],
     population: Callable[[], int] | None = None,
 ) -> BatchOutcome:
-    """Context (built on first use) → stage 2 → upsert. Deterministic point ids make a
-    repeated call overwrite instead of duplicating."""
+    """Context (built on first use) → chunks → stage 2 → upsert → trim the chunks a longer
+    earlier version left. Deterministic point ids make a repeated call overwrite instead of
+    duplicating."""
     context = svc.contexts.ensure(collection, corpus, population)
     embedder = svc.embedder
-    embeddings = embedder.embed_documents([d.text for d in documents], context.dataset_embeddings)
-    svc.store.upsert(
+    chunks, warnings = chunk_documents(svc, documents)
+    embeddings = embedder.embed_documents(
+        [c.text or "" for c in chunks], context.dataset_embeddings
+    )
+    write_points(
+        svc,
         context.physical,
         [
             PointRecord(
-                document_id=d.id,
+                document_id=c.document_id,
                 vector=vector,
-                text=d.text,
-                metadata=d.metadata,
-                content_hash=d.content_hash,
+                text=c.text,
+                metadata=c.metadata,
+                content_hash=c.content_hash,
                 context_version=context.version,
+                chunk_index=c.chunk_index,
+                chunk_count=c.chunk_count,
+                char_start=c.char_start,
+                char_end=c.char_end,
             )
-            for d, vector in zip(documents, embeddings.vectors, strict=True)
+            for c, vector in zip(chunks, embeddings.vectors, strict=True)
         ],
+        trim=True,
     )
     # A rebuild in progress (or a swap during this batch) needs these documents elsewhere too.
-    mirror_documents(svc, collection, context, documents)
+    mirror_documents(svc, collection, context, chunks)
     warning = truncation_warning(embedder.max_seq_length)
-    truncated = {
-        d.id: warning for d, cut in zip(documents, embeddings.truncated, strict=True) if cut
-    }
-    return BatchOutcome(succeeded=len(documents), truncated=len(truncated), warnings=truncated)
+    for c, cut in zip(chunks, embeddings.truncated, strict=True):
+        if cut:  # with chunking: only a chunk of one character longer than the window
+            warnings.setdefault(c.document_id, warning)
+    return BatchOutcome(
+        succeeded=len(documents), truncated=len(warnings), warnings=warnings, chunks=len(chunks)
+    )
 
 
 def process_batch(svc: Cdeq, batch: Batch) -> BatchOutcome | None:

@@ -84,6 +84,7 @@ class ContextInfo:
     built_at: float
     sample_size: int  # texts stage 1 read (the model's context size)
     distinct_documents: int  # distinct documents among them (0 for the generic context)
+    sampled_chunks: int  # distinct chunks among them (a document may give several)
     points_at_build: int
     points_now: int
     growth: float  # points_now / max(points_at_build, 1)
@@ -119,7 +120,7 @@ def context_info(
     record = store.load_context(collection, version)
     if record is None:
         raise ContextNotReady(f"context {version} of {collection!r} is not stored yet")
-    points_now = store.count_physical(live)
+    points_now = store.count_documents(live)
     growth = points_now / max(record.points_at_build, 1)
     drift_value = None
     if drift:
@@ -136,6 +137,7 @@ def context_info(
         built_at=record.created_at,
         sample_size=int(record.dataset_embeddings.shape[0]),
         distinct_documents=len(set(record.sampled_ids)),
+        sampled_chunks=record.sampled_chunks,
         points_at_build=record.points_at_build,
         points_now=points_now,
         growth=growth,
@@ -206,7 +208,7 @@ def rebuild_context(
             corpus = sample_documents(service, live, n, seed, ids=sorted(hashes))
             if len({d["text"] for d in corpus}) < 2:
                 raise InvalidInput(
-                    f"collection {collection!r} has {len(hashes)} documents, too few to sample "
+                    f"collection {collection!r} has {len(hashes)} stored chunks, too few to sample "
                     "a context from; ingest more, or give context texts",
                     field="collection",
                 )
@@ -278,7 +280,7 @@ def after_ingest_job(svc: Cdeq, collection: str) -> str | None:
         record = svc.store.load_context(collection, version_of(live))
         if record is None:
             return None
-        reason = _auto_reason(svc, record, svc.store.count_physical(live))
+        reason = _auto_reason(svc, record, svc.store.count_documents(live))
         if reason is None:
             return None
         log.warning(

@@ -19,12 +19,15 @@ def search(
     top_k: int = 10,
     filter: dict[str, Any] | None = None,
     *,
+    group: bool = True,
     service: Cdeq,
 ) -> list[Hit]:
     """The `top_k` documents of `collection` most similar to the query `text`.
 
     The query is embedded as `search_query: text` against the collection's stored context
-    (the same one its documents were embedded with) and ranked by dot product (= cosine)."""
+    (the same one its documents were embedded with) and ranked by dot product (= cosine).
+    `group` (default): documents ranked by their best chunk, each hit naming that chunk;
+    `group=False`: the `top_k` best chunks, several of one document possibly."""
     check_collection_name(collection)
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput("text: must be a non-empty string", field="text")
@@ -32,12 +35,14 @@ def search(
         raise InvalidInput(
             f"top_k: must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}", field="top_k"
         )
+    if not isinstance(group, bool):
+        raise InvalidInput(f"group: must be true or false, got {group!r}", field="group")
     # Resolve the alias once: embed with that version's context and search that version's
     # physical collection by name, so a swap in between cannot mix two contexts.
     context = service.contexts.current(collection)
     vector = service.embedder.embed_queries([text], context.dataset_embeddings).vectors[0]
     return service.store.search(
-        collection, vector, top_k=top_k, filter=filter, physical=context.physical
+        collection, vector, top_k=top_k, filter=filter, physical=context.physical, group=group
     )
 
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.contexts import Context
-from app.documents import Document
 from app.errors import (
     CdeqError,
     Conflict,
@@ -70,7 +69,8 @@ def finish_rebuild(svc: Cdeq, collection: str, job_id: str) -> None:
             record = store.load_context(collection, target.version)
             if record is None:
                 raise ContextNotReady(f"context {target.version} of {collection!r} vanished")
-            store.save_context(_replace_state(record, "ready", points=have))
+            documents = store.count_documents(target.physical)
+            store.save_context(_replace_state(record, "ready", points=documents))
             store.set_alias(collection, target.physical)
         svc.contexts.forget(collection)
         removed = apply_retention(svc, collection, target.version)
@@ -111,9 +111,17 @@ def catch_up(svc: Cdeq, collection: str, source: str, target: Context) -> int:
 
 
 def write_stored(
-    svc: Cdeq, collection: str, docs: Sequence[StoredDocument], target: Context
+    svc: Cdeq,
+    collection: str,
+    docs: Sequence[StoredDocument],
+    target: Context,
+    *,
+    trim: bool = False,
 ) -> int:
-    """Embed stored documents with `target`'s context into its physical collection."""
+    """Embed stored chunks with `target`'s context into its physical collection, each as the
+    same chunk (index, count, offsets) of its document. `trim`: then delete the chunks of
+    these documents beyond their new count (a re-ingest of a shorter version); new chunks
+    are written first, so a search finds each document throughout."""
     if not docs:
         return 0
     missing = [d.document_id for d in docs if d.text is None]
@@ -122,7 +130,8 @@ def write_stored(
     embeddings = svc.embedder.embed_documents(
         [d.text or "" for d in docs], target.dataset_embeddings
     )
-    svc.store.upsert(
+    write_points(
+        svc,
         target.physical,
         [
             PointRecord(
@@ -132,19 +141,45 @@ def write_stored(
                 metadata=d.metadata,
                 content_hash=d.content_hash,
                 context_version=target.version,
+                chunk_index=d.chunk_index,
+                chunk_count=d.chunk_count,
+                char_start=d.char_start,
+                char_end=d.char_end,
             )
             for d, vector in zip(docs, embeddings.vectors, strict=True)
         ],
+        trim=trim,
     )
     return sum(embeddings.truncated)
 
 
+def write_points(svc: Cdeq, physical: str, records: Sequence[PointRecord], *, trim: bool) -> None:
+    """Upsert chunk points; `trim`: these are whole new versions of their documents, so
+    delete the chunks a longer earlier version left.
+
+    Trimming writes chunk 0 last: until the stale chunks are gone it still records the old
+    count, so a write that dies part-way trims in full when it runs again, and the document
+    is found throughout (its chunk 0 is never absent)."""
+    store = svc.store
+    if not trim:
+        store.upsert(physical, records)
+        return
+    counts = {r.document_id: r.chunk_count for r in records}
+    previous = store.chunk_counts(physical, list(counts))
+    rest = [r for r in records if r.chunk_index > 0]
+    if rest:
+        store.upsert(physical, rest)
+    store.delete_stale_chunks(physical, counts, previous)
+    store.upsert(physical, [r for r in records if r.chunk_index == 0])
+
+
 # ---- writes during a rebuild -----------------------------------------------------------------------
 def mirror_documents(
-    svc: Cdeq, collection: str, written: Context, documents: Sequence[Document]
+    svc: Cdeq, collection: str, written: Context, chunks: Sequence[StoredDocument]
 ) -> None:
-    """After an ingest batch wrote `written`, write it wherever else it must be: the target of
-    a rebuild in progress, and the live version if the alias moved during the batch.
+    """After an ingest batch wrote its documents' `chunks` into `written`, write them wherever
+    else they must be: the target of a rebuild in progress, and the live version if the alias
+    moved during the batch (stale chunks trimmed there too).
 
     Looking only after the write closes the race with a rebuild's catch-up: the catch-up runs
     after the target context exists, so a batch that finds no target wrote its documents
@@ -161,9 +196,8 @@ def mirror_documents(
         svc.contexts.forget(collection)
         targets.append(svc.contexts.current(collection))
     for target in targets:
-        stored = [StoredDocument("", d.id, d.text, d.metadata, d.content_hash) for d in documents]
         try:
-            write_stored(svc, collection, stored, target)
+            write_stored(svc, collection, chunks, target, trim=True)
         except NotFound:  # the rebuild was abandoned and its collection dropped meanwhile
             log.info("version %d of %r is gone; not mirrored", target.version, collection)
 
@@ -210,11 +244,27 @@ def check_context_texts(texts: Sequence[str] | None) -> list[str] | None:
 def sample_documents(
     svc: Cdeq, physical: str, n: int, seed: int, ids: list[str] | None = None
 ) -> list[dict[str, str]]:
-    """A seeded sample of up to `n` stored documents of the whole physical collection."""
+    """A seeded sample of up to `n` stored chunks of the whole physical collection, at most
+    CDEQ_CONTEXT__MAX_CHUNKS_PER_DOCUMENT of each document, so a few long documents cannot
+    fill a context. Chunks over a document's share are replaced by others, drawn the same
+    seeded way, until `n` or none is left."""
     if ids is None:
         ids = sorted(svc.store.point_hashes(physical))
-    picked = ids if len(ids) <= n else sorted(random.Random(seed).sample(ids, n))
-    docs = svc.store.fetch_stored(physical, picked)
+    cap = svc.settings.context.max_chunks_per_document
+    rng = random.Random(seed)
+    # The first draw is the sample of before chunking, so one-chunk collections keep theirs.
+    picked = ids if len(ids) <= n else sorted(rng.sample(ids, n))
+    rest = sorted(set(ids) - set(picked))
+    rng.shuffle(rest)
+    taken: dict[str, int] = {}
+    docs: list[StoredDocument] = []
+    while picked:
+        for doc in svc.store.fetch_stored(physical, picked):
+            if taken.get(doc.document_id, 0) < cap:
+                taken[doc.document_id] = taken.get(doc.document_id, 0) + 1
+                docs.append(doc)
+        wanted = n - len(docs)
+        picked, rest = rest[:wanted], rest[wanted:]
     missing = [d.document_id for d in docs if d.text is None]
     if missing:
         collection = parse_physical(physical)
@@ -310,6 +360,7 @@ def _replace_state(record: ContextRecord, state: str, *, points: int) -> Context
         points_at_build=points if record.source == ContextSource.REBUILD else 0,
         fingerprint=record.fingerprint,
         trigger=record.trigger,
+        sampled_chunks=record.sampled_chunks,
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from app.errors import CdeqError, InvalidInput
 from app.store import QdrantStore
-from migrations import m0001_meta_collection, m0002_payload_indexes
+from migrations import m0001_meta_collection, m0002_payload_indexes, m0003_chunk_indexes
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Migration:
 
 MIGRATIONS: list[Migration] = [
     Migration(module.NUMBER, module.NAME, module.apply)
-    for module in (m0001_meta_collection, m0002_payload_indexes)
+    for module in (m0001_meta_collection, m0002_payload_indexes, m0003_chunk_indexes)
 ]
 LATEST_SCHEMA = MIGRATIONS[-1].number
 

@@ -84,11 +84,9 @@ async def search_collection(name: str, request: Request) -> dict[str, Any]:
     service = _service(request)
     req = await read_body(request, SearchRequest)
     hits = await run_in_threadpool(
-        lambda: search(name, req.text, req.top_k, req.filter, service=service)
+        lambda: search(name, req.text, req.top_k, req.filter, group=req.group, service=service)
     )
-    return {
-        "results": [{"id": h.document_id, "score": h.score, "payload": h.payload} for h in hits]
-    }
+    return {"results": [h.to_dict() for h in hits]}
 
 
 @router.delete(
@@ -116,7 +114,12 @@ async def get_collections(
     return {
         "object": "list",
         "data": [
-            {"name": c.name, "points": c.points, "context_version": c.context_version}
+            {
+                "name": c.name,
+                "documents": c.documents,
+                "points": c.points,
+                "context_version": c.context_version,
+            }
             for c in infos
         ],
     }

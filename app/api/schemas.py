@@ -64,8 +64,12 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     text: str
-    top_k: int = 10
+    top_k: int = Field(10, description="documents to return (chunks with group false)")
     filter: dict[str, Any] | None = Field(None, description='e.g. {"metadata.lang": "en"}')
+    group: bool = Field(
+        True,
+        description="true: one hit per document, its best chunk; false: the best chunks",
+    )
 
 
 class DeleteRequest(BaseModel):

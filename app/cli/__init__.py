@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--filter", help='JSON, e.g. \'{"metadata.lang": "en"}\'')
+    p.add_argument(
+        "--chunks",
+        action="store_true",
+        help="list the best chunks (several of one document possibly), not documents",
+    )
     p.add_argument("--json", action="store_true")
     model_opt(p)
     p.set_defaults(func=cmd_search)

@@ -120,23 +120,25 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise InvalidInput(f"--filter: not valid JSON: {exc}", field="filter") from None
     svc = service_from(args)
     try:
-        hits = search(args.name, args.text, top_k=args.top_k, filter=filt, service=svc)
+        hits = search(
+            args.name,
+            args.text,
+            top_k=args.top_k,
+            filter=filt,
+            group=not args.chunks,
+            service=svc,
+        )
     finally:
         svc.close()
     if args.json:
-        print(
-            json.dumps(
-                [{"id": h.document_id, "score": h.score, "payload": h.payload} for h in hits],
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
+        print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
         return 0
     if not hits:
         print("no results")
     for rank, hit in enumerate(hits, start=1):
         text = str(hit.payload.get("text", "")).replace("\n", " ")
-        print(f"{rank:3d}  {hit.score:.4f}  {hit.document_id}  {text[:80]}")
+        where = f"[{hit.chunk_index + 1}/{hit.chunk_count}]" if hit.chunk_count > 1 else ""
+        print(f"{rank:3d}  {hit.score:.4f}  {hit.document_id}{where}  {text[:80]}")
     return 0
 
 
@@ -154,6 +156,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
                 [
                     {
                         "name": c.name,
+                        "documents": c.documents,
                         "points": c.points,
                         "context_version": c.context_version,
                         "physical": c.physical,
@@ -167,7 +170,11 @@ def cmd_collections(args: argparse.Namespace) -> int:
     if not infos:
         print("no collections")
     for c in infos:
-        print(f"{c.name:40s} {c.points:>10d} documents  context v{c.context_version}")
+        documents = "?" if c.documents is None else str(c.documents)
+        print(
+            f"{c.name:40s} {documents:>10s} documents {c.points:>10d} points  "
+            f"context v{c.context_version}"
+        )
     return 0
 
 

@@ -68,9 +68,12 @@ def print_job(status: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status.to_dict(), indent=2))
         return
+    chunks = getattr(status, "chunks", 0)
+    stored = f" ({chunks} chunks)" if chunks else ""
+    truncated = f", {status.truncated} truncated" if status.truncated else ""
     print(
-        f"job {status.id} [{status.state}] {status.collection}: {status.succeeded}/{status.total} stored, "
-        f"{status.failed} failed, {status.truncated} truncated"
+        f"job {status.id} [{status.state}] {status.collection}: {status.succeeded}/{status.total} "
+        f"stored{stored}, {status.failed} failed{truncated}"
     )
     for doc_id, reason in list(status.errors.items())[:20]:
         print(f"  error   {doc_id}: {reason}")

@@ -23,7 +23,8 @@ def _print_context(info: Any) -> None:
     print(f"  model          {info.model_id} (fingerprint {info.fingerprint[:12] or '-'})")
     print(f"  built at       {built}")
     print(
-        f"  sample         {info.sample_size} texts, {info.distinct_documents} distinct documents"
+        f"  sample         {info.sample_size} texts, {info.distinct_documents} distinct "
+        f"documents, {info.sampled_chunks} distinct chunks"
     )
     print(f"  points         {info.points_at_build} at build, {info.points_now} now")
     print(f"  growth         {info.growth:.2f}")

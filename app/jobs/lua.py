@@ -4,12 +4,14 @@ batch, taking or renewing its lease and claiming expired leases never race betwe
 RECORD_BATCH = """
 -- KEYS: job hash, done-batches set, errors hash, warnings hash, batches hash, context sample,
 --       deliveries hash, active-jobs set
--- ARGV: batch index, ok, failed, truncated, now, errors json, warnings json, ttl, job id
+-- ARGV: batch index, ok, failed, truncated, now, errors json, warnings json, ttl, job id,
+--       chunks
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'succeeded', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'truncated', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'chunks', ARGV[10] or 0)
 local errors = cjson.decode(ARGV[6])
 for id, reason in pairs(errors) do redis.call('HSET', KEYS[3], id, reason) end
 local warnings = cjson.decode(ARGV[7])

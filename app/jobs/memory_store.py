@@ -102,6 +102,7 @@ class MemoryJobStore:
                 succeeded=s.succeeded + outcome.succeeded,
                 failed=failed,
                 truncated=s.truncated + outcome.truncated,
+                chunks=s.chunks + outcome.chunks,
                 batches_done=len(job.done),
                 updated_at=time.time(),
                 errors={**s.errors, **outcome.errors},

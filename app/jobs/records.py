@@ -58,6 +58,7 @@ class BatchOutcome:
     truncated: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # document id → why it is not stored
     warnings: dict[str, str] = field(default_factory=dict)  # document id → stored, but note this
+    chunks: int = 0  # points written: one per chunk of each stored document
 
     @classmethod
     def all_failed(cls, document_ids: Sequence[str], reason: str) -> BatchOutcome:
@@ -81,6 +82,7 @@ class JobStatus:
     warnings: dict[str, str] = field(default_factory=dict)
     reason: str = ""  # why a whole job failed (e.g. its batches could not be queued)
     request_id: str | None = None  # the API request that created the job (X-Request-ID)
+    chunks: int = 0  # chunks stored (points written) for the succeeded documents
 
     @property
     def finished(self) -> bool:
@@ -99,6 +101,7 @@ class JobStatus:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "truncated": self.truncated,
+            "chunks": self.chunks,
             "batches": self.batches,
             "batches_done": self.batches_done,
             "created_at": self.created_at,

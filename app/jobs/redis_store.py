@@ -216,6 +216,7 @@ class RedisJobStore(Recovery):
             else "{}",
             self.ttl_s,
             job_id,
+            outcome.chunks,
         ]
         keys = [*self._keys(job_id), *self._extra_keys(job_id), ACTIVE_JOBS]
         try:
@@ -277,4 +278,5 @@ class RedisJobStore(Recovery):
             warnings=dec(warns),
             reason=s("reason"),
             request_id=s("request_id") or None,
+            chunks=int(s("chunks") or 0),
         )

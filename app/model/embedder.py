@@ -27,6 +27,7 @@ from app.model.checkpoint import (
     locate_checkpoint,
     read_state_dict,
 )
+from app.model.chunking import ChunkPlan, default_overlap, plan_chunks
 from app.model.config import CdeConfig, Family
 from app.model.modernbert import V2_HEADS, V2Head
 from app.model.modernbert import SecondStage as V2SecondStage
@@ -101,6 +102,11 @@ class CdeEmbedder:
         engine.no_padding()
         engine.enable_truncation(max_length=self.config.max_seq_length)
         self._engine = engine
+        # Another copy that never truncates, for chunking: every token of a text, with offsets.
+        whole = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        whole.no_padding()
+        whole.no_truncation()
+        self._whole = whole
         self._pad_id = int(tokenizer.pad_token_id or 0)
         # The soft prompt is a constant of the weights: compute it once.
         with torch.inference_mode():
@@ -205,6 +211,69 @@ class CdeEmbedder:
         check_texts(texts)
         encodings = self._engine.encode_batch([prefix + t for t in texts])
         return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
+
+    # ---- chunking -----------------------------------------------------------------------
+    @property
+    def chunk_token_limit(self) -> int:
+        """The most tokens of a document text that fit the window after [CLS], the
+        `search_document: ` prefix and [SEP]."""
+        limit = self.__dict__.get("_chunk_token_limit")
+        if limit is None:
+            prefix = len(self._whole.encode(DOCUMENT_PREFIX, add_special_tokens=True).ids)
+            limit = self.__dict__["_chunk_token_limit"] = self.max_seq_length - prefix
+        return int(limit)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone (no prefix, no special tokens), untruncated."""
+        return len(self._whole.encode(text, add_special_tokens=False).ids)
+
+    def chunk(
+        self,
+        text: str,
+        *,
+        budget: int | None = None,
+        overlap: int | None = None,
+        max_chunks: int | None = None,
+    ) -> ChunkPlan:
+        """Chunks of `text` of at most `budget` tokens (default and maximum:
+        `chunk_token_limit`), consecutive ones sharing `overlap` tokens (default about 12%).
+
+        A chunk is counted again on its own text: where a cut changes how its edges tokenize
+        (byte-level BPE merges across the cut), the plan is made again with a smaller budget,
+        so every chunk fits as it will be embedded."""
+        limit = self.chunk_token_limit
+        budget = limit if budget is None else budget
+        if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= limit:
+            raise InvalidInput(
+                f"chunk budget must be from 1 to {limit} tokens for this model "
+                f"({self.max_seq_length} minus the document prefix), got {budget!r}",
+                field="chunk_tokens",
+            )
+        overlap = default_overlap(budget) if overlap is None else overlap
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+            raise InvalidInput(f"chunk overlap must be an int >= 0, got {overlap!r}")
+        if overlap * 2 > budget:
+            raise InvalidInput(
+                f"chunk overlap ({overlap} tokens) must be at most half the chunk budget "
+                f"({budget} tokens)",
+                field="chunk_overlap_tokens",
+            )
+        offsets = self._whole.encode(text, add_special_tokens=False).offsets
+        plan_budget = budget
+        for _ in range(4):
+            plan = plan_chunks(
+                text, offsets, plan_budget, min(overlap, plan_budget // 2), max_chunks
+            )
+            if len(plan.spans) == 1 and not plan.capped:
+                return plan
+            pieces = [text[s.start : s.end] for s in plan.spans]
+            worst = max(
+                len(e.ids) for e in self._whole.encode_batch(pieces, add_special_tokens=False)
+            )
+            if worst <= budget:
+                return plan
+            plan_budget -= worst - budget
+        return plan
 
     # ---- batching -----------------------------------------------------------------------
     def plan_batches(self, lengths: Sequence[int], extra: int) -> list[list[int]]:

@@ -11,6 +11,7 @@ from app.store.records import (
     Hit,
     PointRecord,
     RebuildMarker,
+    chunk_point_id,
     point_id,
 )
 from app.store.scan import StoredDocument
@@ -25,6 +26,7 @@ __all__ = [
     "QdrantStore",
     "RebuildMarker",
     "StoredDocument",
+    "chunk_point_id",
     "open_client",
     "parse_physical",
     "point_id",

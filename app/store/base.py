@@ -86,7 +86,8 @@ class StoreCore:
             raise InvalidInput(f"dim must be at least 1, got {dim}")
         if upsert_batch_size < 1:
             raise InvalidInput(f"upsert_batch_size must be at least 1, got {upsert_batch_size}")
-        self.client = _serialized(client) if _is_local(client) else client
+        self.local = _is_local(client)
+        self.client = _serialized(client) if self.local else client
         self.dim = dim
         self.store_text = store_text
         self.upsert_batch_size = upsert_batch_size

@@ -17,6 +17,16 @@ from app.store.client import translated_errors
 from app.store.records import CollectionInfo
 
 
+def only_chunk_zero() -> models.Filter:
+    """Points that are a document's chunk 0 (or were written before chunking): one per document."""
+    return models.Filter(
+        should=[
+            models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0)),
+            models.IsEmptyCondition(is_empty=models.PayloadField(key="chunk_index")),
+        ]
+    )
+
+
 class Collections:
     """Creating, listing, aliasing and deleting the physical collections of user collections."""
 
@@ -52,6 +62,8 @@ class Collections:
     def ensure_point_indexes(self, physical: str) -> None:
         self._core.index(physical, "document_id", models.PayloadSchemaType.KEYWORD)
         self._core.index(physical, "context_version", models.PayloadSchemaType.INTEGER)
+        # Trimming a document's stale chunks filters on it (chunk_index >= new count).
+        self._core.index(physical, "chunk_index", models.PayloadSchemaType.INTEGER)
 
     def set_alias(self, collection: str, physical: str) -> None:
         self._core.check_name(collection)
@@ -91,7 +103,10 @@ class Collections:
             version = parsed[1] if parsed is not None and parsed[0] == alias_name else None
             with translated_errors("counting points", collection=alias_name):
                 points = self._core.client.count(target, exact=True).count
-            infos.append(CollectionInfo(alias_name, target, points, version))
+                documents = self._core.client.count(
+                    target, count_filter=only_chunk_zero(), exact=True
+                ).count
+            infos.append(CollectionInfo(alias_name, target, points, version, documents))
         return infos
 
     def drop(self, collection: str, current: str | None, physicals: list[str]) -> None:

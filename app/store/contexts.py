@@ -226,6 +226,7 @@ def _context_payload(record: ContextRecord) -> dict[str, Any]:
         "points_at_build": int(record.points_at_build),
         "fingerprint": record.fingerprint,
         "trigger": record.trigger,
+        "sampled_chunks": int(record.sampled_chunks),
         "dataset_embeddings": {
             "dtype": "float32",
             "shape": list(raw.shape),
@@ -258,4 +259,5 @@ def _context_from_payload(payload: Mapping[str, Any]) -> ContextRecord:
         points_at_build=int(payload.get("points_at_build", 0)),
         fingerprint=str(payload.get("fingerprint", "")),
         trigger=str(payload.get("trigger", "")),
+        sampled_chunks=int(payload.get("sampled_chunks", 0)),
     )

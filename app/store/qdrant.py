@@ -11,7 +11,7 @@ contract the rest of cdeq relies on; the parts hold the implementation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -197,8 +197,28 @@ class QdrantStore:
         return self._points.delete_documents(collection, document_ids)
 
     def count(self, collection: str) -> int:
-        """Exact number of documents in ``collection``."""
+        """Exact number of points (chunks) in ``collection``."""
         return self._points.count(collection)
+
+    def count_documents(self, name: str) -> int:
+        """Exact number of documents (chunk-0 points) in a user or physical collection."""
+        return self._points.count_documents(name)
+
+    def chunk_counts(self, physical: str, document_ids: Sequence[str]) -> dict[str, int]:
+        """document id → chunk count recorded by its chunk 0 in ``physical`` (stored ones)."""
+        return self._points.chunk_counts(physical, document_ids)
+
+    def delete_stale_chunks(
+        self,
+        physical: str,
+        chunk_counts: Mapping[str, int],
+        previous: Mapping[str, int] | None = None,
+    ) -> None:
+        """After writing documents' new chunks: delete their chunks with an index at or above
+        the new count (document id → count), left by a longer earlier version. ``previous``:
+        the counts read before the write (`chunk_counts`), when chunk 0 is written after this
+        call (then local mode deletes by id instead of walking every point)."""
+        self._points.delete_stale_chunks(physical, chunk_counts, previous)
 
     def search(
         self,
@@ -208,15 +228,17 @@ class QdrantStore:
         filter: SearchFilter | None = None,
         *,
         physical: str | None = None,
+        group: bool = True,
     ) -> list[Hit]:
         """The ``top_k`` documents of ``collection`` with the highest dot product with ``vector``.
 
         ``filter``: ``{"metadata.lang": "en", "metadata.tag": ["a", "b"]}`` (all must match; a
         list matches any item) or a ``qdrant_client.models.Filter``. ``physical``: search that
         physical collection of ``collection`` instead of the alias (the version the query
-        vector was embedded for, even if the alias moves meanwhile).
+        vector was embedded for, even if the alias moves meanwhile). ``group`` (default): one
+        hit per document, its best chunk (``top_k`` counts documents); False: raw chunks.
         """
-        return self._points.search(collection, vector, top_k, filter, physical)
+        return self._points.search(collection, vector, top_k, filter, physical, group=group)
 
     def get_documents(
         self, collection: str, document_ids: Sequence[str]

@@ -17,8 +17,12 @@ from app.names import META_COLLECTION
 
 # Fixed forever: changing it would change every point id and duplicate every stored document.
 POINT_NAMESPACE = uuid.UUID("4ca45e13-282a-4774-929a-03d1b2e7179f")
+# Chunks after the first: a namespace of their own, so no (document id, index) pair can give
+# the id of another document's chunk 0. Fixed forever, like POINT_NAMESPACE.
+CHUNK_NAMESPACE = uuid.UUID("b7c1d0a2-5e0f-4f36-9d53-6a1f3c2e8b41")
 
 __all__ = [
+    "CHUNK_NAMESPACE",
     "META_COLLECTION",
     "POINT_NAMESPACE",
     "CollectionInfo",
@@ -27,6 +31,7 @@ __all__ = [
     "Hit",
     "PointRecord",
     "RebuildMarker",
+    "chunk_point_id",
     "point_id",
 ]
 
@@ -48,9 +53,24 @@ def point_id(collection: str, document_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{collection}\x00{document_id}"))
 
 
+def chunk_point_id(collection: str, document_id: str, chunk_index: int) -> str:
+    """The point id of chunk ``chunk_index`` of a document; chunk 0 keeps `point_id`, so a
+    document of one chunk is exactly the point it always was.
+
+    Neither the collection name nor the decimal index contains NUL, so the string splits back
+    into (collection, index, document id) in one way only."""
+    if chunk_index == 0:
+        return point_id(collection, document_id)
+    return str(uuid.uuid5(CHUNK_NAMESPACE, f"{collection}\x00{chunk_index}\x00{document_id}"))
+
+
 @dataclass(frozen=True)
 class PointRecord:
-    """One embedded document, ready to upsert."""
+    """One embedded chunk of a document (a short document is its one chunk), ready to upsert.
+
+    ``text`` is the chunk's text, characters ``[char_start, char_end)`` of the document's
+    (``char_end`` None: ``char_start + len(text)``); ``metadata`` and ``content_hash`` are the
+    document's."""
 
     document_id: str
     vector: Sequence[float] | np.ndarray
@@ -58,15 +78,42 @@ class PointRecord:
     metadata: dict[str, Any]
     content_hash: str
     context_version: int
+    chunk_index: int = 0
+    chunk_count: int = 1
+    char_start: int = 0
+    char_end: int | None = None
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result; ``payload`` is the user-facing payload (no store bookkeeping)."""
+    """One search result; ``payload`` is the user-facing payload (no store bookkeeping).
+
+    A grouped search gives one hit per document: its best chunk, whose text is
+    ``payload["text"]`` (characters ``[char_start, char_end)`` of the document). Points
+    stored before chunking read as chunk 0 of 1."""
 
     document_id: str
     score: float
     payload: dict[str, Any]
+    chunk_index: int = 0
+    chunk_count: int = 1
+    char_start: int = 0
+    char_end: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The hit as JSON: id, score, metadata and the best chunk (text and offsets), and the
+        whole user payload as before."""
+        return {
+            "id": self.document_id,
+            "score": self.score,
+            "payload": self.payload,
+            "metadata": self.payload.get("metadata", {}),
+            "text": self.payload.get("text"),
+            "chunk_index": self.chunk_index,
+            "chunk_count": self.chunk_count,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+        }
 
 
 @dataclass(frozen=True)
@@ -77,6 +124,7 @@ class CollectionInfo:
     physical: str
     points: int
     context_version: int | None
+    documents: int | None = None  # distinct documents (points counts chunks); None: not counted
 
 
 # eq=False: the generated __eq__ would compare numpy arrays with ``==`` and raise on truth value.
@@ -99,6 +147,9 @@ class ContextRecord:
     trigger: str = (
         ""  # what asked for it: "first-ingest", "create", "manual", "auto-generic", "auto-growth"
     )
+    # Distinct chunks among the sampled texts (a document may give several, up to
+    # CDEQ_CONTEXT__MAX_CHUNKS_PER_DOCUMENT); 0 in contexts saved before chunking.
+    sampled_chunks: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,19 +17,32 @@ from app.errors import InvalidInput
 from app.names import parse_physical
 from app.store.base import StoreCore
 from app.store.client import translated_errors
+from app.store.points import chunk_fields
 
 _PAGE = 1024
 
 
 @dataclass(frozen=True)
 class StoredDocument:
-    """A document as it is stored in a physical collection (text is None when not stored)."""
+    """One stored point: a document's chunk (text is None when not stored). A point written
+    before chunking reads as chunk 0 of 1."""
 
     point_id: str
     document_id: str
     text: str | None
     metadata: dict[str, Any]
     content_hash: str
+    chunk_index: int = 0
+    chunk_count: int = 1
+    char_start: int = 0
+    char_end: int | None = None
+
+
+def _version_key(payload: dict[str, Any]) -> str:
+    """What tells two stored versions of a point apart: the document's content hash and the
+    chunk's place (a re-ingest with other chunk settings keeps the hash, not the places)."""
+    index, count, start, _ = chunk_fields(payload)
+    return f"{payload.get('content_hash', '')}|{index}/{count}|{start}"
 
 
 class Scan:
@@ -44,7 +57,8 @@ class Scan:
         return physical
 
     def hashes(self, physical: str) -> dict[str, str]:
-        """point id → content hash of every point of ``physical``, scrolled in point-id order."""
+        """point id → version key (content hash and chunk place) of every point of
+        ``physical``, scrolled in point-id order."""
         self._check(physical)
         found: dict[str, str] = {}
         offset: models.ExtendedPointId | None = None
@@ -54,11 +68,11 @@ class Scan:
                     physical,
                     limit=_PAGE,
                     offset=offset,
-                    with_payload=["content_hash"],
+                    with_payload=["content_hash", "chunk_index", "chunk_count", "char_start"],
                     with_vectors=False,
                 )
             for r in records:
-                found[str(r.id)] = str((r.payload or {}).get("content_hash", ""))
+                found[str(r.id)] = _version_key(r.payload or {})
             if offset is None:
                 return found
 
@@ -77,12 +91,17 @@ class Scan:
             for r in records:
                 payload = r.payload or {}
                 text = payload.get("text")
+                index, count, start, end = chunk_fields(payload)
                 by_id[str(r.id)] = StoredDocument(
                     point_id=str(r.id),
                     document_id=str(payload.get("document_id", "")),
                     text=text if isinstance(text, str) else None,
                     metadata=dict(payload.get("metadata") or {}),
                     content_hash=str(payload.get("content_hash", "")),
+                    chunk_index=index,
+                    chunk_count=count,
+                    char_start=start,
+                    char_end=end,
                 )
         return [by_id[i] for i in point_ids if i in by_id]
 

@@ -93,15 +93,21 @@ def test_queued_ingest_and_jobs(queued: tuple[TestClient, Cdeq]) -> None:
     assert "cdeq_ingest_queue_depth 3.0" in c.get("/metrics").text
 
 
+@pytest.mark.parametrize("chunking", ["off", "auto"])
 def test_one_ingest_path_same_outcome_queued_or_in_process(
-    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+    tiny_model_dir: Path,
+    embedder: CdeEmbedder,
+    tmp_path: Path,
+    clean_redis: redis.Redis,
+    chunking: str,
 ) -> None:
-    """The same job with a failing batch and a truncated document, run both ways."""
+    """The same job with a failing batch and a long document, run both ways: truncated with
+    chunking off, two chunks with it on."""
     docs = [{"id": "long", "text": "word " * 900}, *documents(95)]
     poison = PoisonEmbedder(embedder, poison=docs[40]["text"])
     outcomes = {}
     for mode, url in (("in-process", None), ("queued", REDIS_URL)):
-        settings = make_settings(tiny_model_dir, tmp_path / mode, redis_url=url)
+        settings = make_settings(tiny_model_dir, tmp_path / mode, redis_url=url, chunking=chunking)
         here = RunHere()
         svc = Cdeq(settings, embedder=poison, dispatcher=here)  # type: ignore[arg-type]
         here.service = svc
@@ -116,14 +122,12 @@ def test_one_ingest_path_same_outcome_queued_or_in_process(
         outcomes[mode] = (body, stored)
     assert outcomes["queued"] == outcomes["in-process"]
     body, stored = outcomes["queued"]
-    assert (body["state"], body["succeeded"], body["failed"], body["truncated"], stored) == (
-        "done_with_errors",
-        64,
-        32,
-        1,
-        64,
-    )
-    assert body["warnings"] == {"long": "truncated: only the first 512 tokens were embedded"}
+    if chunking == "auto":  # 900 words: two chunks of the 501-token budget, nothing lost
+        assert (body["truncated"], body["chunks"], stored, body["warnings"]) == (0, 65, 65, {})
+    else:
+        assert (body["truncated"], body["chunks"], stored) == (1, 64, 64)
+        assert body["warnings"] == {"long": "truncated: only the first 512 tokens were embedded"}
+    assert (body["state"], body["succeeded"], body["failed"]) == ("done_with_errors", 64, 32)
 
 
 def test_a_finished_job_leaves_no_delivery_counts(

@@ -359,6 +359,7 @@ def test_search_list_delete(client: TestClient, ingested: str) -> None:
     assert {h["payload"]["metadata"]["parity"] for h in r.json()["results"]} == {"even"}
     listed = {c["name"]: c for c in client.get("/v1/collections").json()["data"]}
     assert listed[ingested]["points"] >= 38 and listed[ingested]["context_version"] == 1
+    assert listed[ingested]["documents"] == listed[ingested]["points"]  # short: one chunk each
     client.post(
         f"/v1/collections/{ingested}/documents",
         json={"documents": [{"id": "tmp1", "text": "to delete"}]},
@@ -367,6 +368,47 @@ def test_search_list_delete(client: TestClient, ingested: str) -> None:
         "DELETE", f"/v1/collections/{ingested}/documents", json={"ids": ["tmp1", "never-there"]}
     )
     assert r.status_code == 200 and r.json() == {"deleted": 1}
+
+
+def test_search_returns_documents_with_their_best_chunk_or_raw_chunks(
+    client: TestClient, api_service: Cdeq
+) -> None:
+    text = " ".join(f"word{i} stone{i % 13} river{i % 7}." for i in range(400))  # > 512 tokens
+    r = client.post(
+        "/v1/collections/longdocs/documents",
+        json={
+            "documents": [
+                {"id": "long", "text": text, "metadata": {"kind": "long"}},
+                *corpus(40),
+            ]
+        },
+    )
+    assert r.status_code == 200 and r.json()["chunks"] > 41, r.text
+    chunks = [
+        h
+        for h in api_service.store.search(
+            "longdocs", np.ones(api_service.store.dim, np.float32) / 8, top_k=100, group=False
+        )
+        if h.document_id == "long"
+    ]
+    last = max(chunks, key=lambda h: h.chunk_index)
+    query = last.payload["text"]
+    r = client.post("/v1/collections/longdocs/search", json={"text": query, "top_k": 3})
+    assert r.status_code == 200, r.text
+    top = r.json()["results"][0]
+    assert (top["id"], top["chunk_index"], top["text"]) == ("long", last.chunk_index, query)
+    assert text[top["char_start"] : top["char_end"]] == query
+    assert top["metadata"] == {"kind": "long"} and top["chunk_count"] == len(chunks)
+    assert len({h["id"] for h in r.json()["results"]}) == 3
+    r = client.post(
+        "/v1/collections/longdocs/search", json={"text": query, "top_k": 50, "group": False}
+    )
+    assert sum(h["id"] == "long" for h in r.json()["results"]) == len(chunks) > 1
+    assert_error(
+        client.post("/v1/collections/longdocs/search", json={"text": "x", "group": "no"}),
+        400,
+        "group",
+    )
 
 
 def test_local_qdrant_under_concurrent_reads_and_writes(client: TestClient, ingested: str) -> None:

@@ -55,10 +55,24 @@ def test_in_process_quick_start(tiny_model_dir: Path, docs_file: Path, tmp_path:
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
     assert len(hits) == 2 and hits[0]["id"] == "d3" and hits[0]["payload"]["metadata"] == {"i": 3}
+    # each hit names its best chunk: a short document is its one chunk
+    assert hits[0]["metadata"] == {"i": 3} and hits[0]["text"] == text
+    assert [hits[0][k] for k in ("chunk_index", "chunk_count", "char_start", "char_end")] == [
+        0,
+        1,
+        0,
+        len(text),
+    ]
 
     listed = cdeq("collections", "--json", cwd=tmp_path)
     assert json.loads(listed.stdout) == [
-        {"name": "notes", "points": 60, "context_version": 1, "physical": "notes__c1"}
+        {
+            "name": "notes",
+            "documents": 60,
+            "points": 60,
+            "context_version": 1,
+            "physical": "notes__c1",
+        }
     ]
 
 
@@ -151,6 +165,7 @@ def test_create_collection_with_a_context_file(
     listed = cdeq("collections", "--json", cwd=tmp_path)
     assert json.loads(listed.stdout)[0] == {
         "name": "curated",
+        "documents": 60,
         "points": 60,
         "context_version": 1,
         "physical": "curated__c1",

@@ -111,6 +111,11 @@ def test_point_ids_are_stable_across_context_versions(
             "content_hash": "hash-a",
             "context_version": int(physical[-1]),
             "collection": name,
+            # a one-chunk document: today's payload plus the chunk fields
+            "chunk_index": 0,
+            "chunk_count": 1,
+            "char_start": 0,
+            "char_end": len("text of a"),
         }
 
 
@@ -202,6 +207,10 @@ def test_store_text_false_omits_text(store: QdrantStore, uniq: Callable[[str], s
         "metadata": {},
         "content_hash": "hash-a",
         "context_version": 1,
+        "chunk_index": 0,
+        "chunk_count": 1,
+        "char_start": 0,
+        "char_end": len("text of a"),  # the offsets stay when the text is not stored
     }
 
 
@@ -271,6 +280,10 @@ def test_search_orders_by_dot_product(store: QdrantStore, uniq: Callable[[str], 
         "metadata": {},
         "content_hash": "hash-x",
         "context_version": 1,
+        "chunk_index": 0,
+        "chunk_count": 1,
+        "char_start": 0,
+        "char_end": len("text of x"),
     }
 
 
@@ -401,7 +414,10 @@ def test_list_collections_reports_exact_counts(
     store.upsert(live(store, b, version=3), [rec("d", E[0], version=3)])
     store.ensure_physical(uniq("no-alias-yet"), 1)  # a build that never went live is not listed
     mine = [info for info in store.list_collections() if info.name in (a, b)]
-    assert mine == [CollectionInfo(a, f"{a}__c1", 5, 1), CollectionInfo(b, f"{b}__c3", 1, 3)]
+    assert mine == [
+        CollectionInfo(a, f"{a}__c1", 5, 1, documents=5),
+        CollectionInfo(b, f"{b}__c3", 1, 3, documents=1),
+    ]
 
 
 def test_drop_collection_removes_alias_physicals_and_contexts(
