@@ -29,6 +29,7 @@ from app.lifecycle import after_ingest_job
 from app.model import Progress
 from app.rebuild import mirror_documents
 from app.service import Cdeq
+from app.sparse import document_sparse
 from app.store import PointRecord
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,10 @@ def store_documents(
     repeated call overwrite instead of duplicating."""
     context = svc.contexts.ensure(collection, corpus, population)
     embedder = svc.embedder
-    embeddings = embedder.embed_documents([d.text for d in documents], context.dataset_embeddings)
+    texts = [d.text for d in documents]
+    embeddings = embedder.embed_documents(texts, context.dataset_embeddings)
+    # BM25 from exactly the texts just embedded (None: the collection takes no sparse vectors).
+    sparse = document_sparse(svc, context.physical, texts)
     svc.store.upsert(
         context.physical,
         [
@@ -232,8 +236,10 @@ def store_documents(
                 metadata=d.metadata,
                 content_hash=d.content_hash,
                 context_version=context.version,
+                sparse=sparse[i][0] if sparse else None,
+                sparse_terms=sparse[i][1] if sparse else 0,
             )
-            for d, vector in zip(documents, embeddings.vectors, strict=True)
+            for i, (d, vector) in enumerate(zip(documents, embeddings.vectors, strict=True))
         ],
     )
     # A rebuild in progress (or a swap during this batch) needs these documents elsewhere too.

@@ -2,28 +2,35 @@
 
 from app.names import parse_physical
 from app.store.client import open_client, translated_errors
+from app.store.points import Ranking, SearchMode
 from app.store.qdrant import QdrantStore
 from app.store.records import (
     META_COLLECTION,
+    Bm25Stats,
     CollectionInfo,
     ContextRecord,
     ContextSource,
     Hit,
     PointRecord,
     RebuildMarker,
+    SparseVector,
     point_id,
 )
 from app.store.scan import StoredDocument
 
 __all__ = [
     "META_COLLECTION",
+    "Bm25Stats",
     "CollectionInfo",
     "ContextRecord",
     "ContextSource",
     "Hit",
     "PointRecord",
     "QdrantStore",
+    "Ranking",
     "RebuildMarker",
+    "SearchMode",
+    "SparseVector",
     "StoredDocument",
     "open_client",
     "parse_physical",

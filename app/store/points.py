@@ -7,22 +7,86 @@ the user collection's alias. A point's payload is the user-facing payload plus `
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from qdrant_client import models
 
-from app.errors import InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 from app.names import parse_physical
 from app.store.base import StoreCore
 from app.store.batches import estimate_point_bytes, plan_batches
 from app.store.client import translated_errors
-from app.store.collections import Collections
+from app.store.collections import SPARSE_VECTOR, Collections
 from app.store.filters import SearchFilter, build_filter
-from app.store.records import Hit, PointRecord, point_id
+from app.store.records import Hit, PointRecord, SparseVector, point_id
 
 USER_PAYLOAD_KEYS = ("document_id", "text", "metadata", "content_hash", "context_version")
+SPARSE_TERMS_KEY = "bm25_terms"  # payload: the number of BM25 terms of the point's text
 _IDS_PER_REQUEST = 1024
+# Longest JSON of one sparse entry: an index and a float, with separators.
+_BYTES_PER_SPARSE = 36
+_DEFAULT_RRF_K = 2  # Qdrant's own: plain Fusion.RRF then, which every server version takes
+
+SearchMode = Literal["dense", "sparse", "hybrid"]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How a search ranks: one mode, and for hybrid the fusion and its candidate lists."""
+
+    mode: SearchMode = "dense"
+    fusion: Literal["rrf", "dbsf"] = "rrf"
+    rrf_k: int = _DEFAULT_RRF_K
+    dense_prefetch: int = 100
+    sparse_prefetch: int = 100
+
+
+def query_kwargs(
+    ranking: Ranking,
+    dense: list[float] | None,
+    sparse: SparseVector | None,
+    top_k: int,
+    query_filter: models.Filter | None,
+) -> dict[str, Any]:
+    """The Query API arguments of one search (query / using / prefetch / fusion / filter), the
+    same for `query_points` and `query_points_groups`."""
+    if ranking.mode in ("sparse", "hybrid") and sparse is None:
+        raise InvalidInput(f"a {ranking.mode} search needs a sparse query vector", field="mode")
+    if ranking.mode in ("dense", "hybrid") and dense is None:
+        raise InvalidInput(f"a {ranking.mode} search needs a dense query vector", field="mode")
+    if ranking.mode == "dense":
+        return {"query": dense, "query_filter": query_filter}
+    sparse_query = models.SparseVector(
+        indices=list(sparse.indices),
+        values=list(sparse.values),  # type: ignore[union-attr]
+    )
+    if ranking.mode == "sparse":
+        return {"query": sparse_query, "using": SPARSE_VECTOR, "query_filter": query_filter}
+    if ranking.mode != "hybrid":
+        raise InvalidInput(
+            f"mode must be one of ['dense', 'sparse', 'hybrid'], got {ranking.mode!r}",
+            field="mode",
+        )
+    # Each list is filtered itself, so fusion ranks only candidates that pass the filter.
+    prefetch = [
+        models.Prefetch(query=dense, limit=max(ranking.dense_prefetch, top_k), filter=query_filter),
+        models.Prefetch(
+            query=sparse_query,
+            using=SPARSE_VECTOR,
+            limit=max(ranking.sparse_prefetch, top_k),
+            filter=query_filter,
+        ),
+    ]
+    fusion: models.Query
+    if ranking.fusion == "dbsf":
+        fusion = models.FusionQuery(fusion=models.Fusion.DBSF)
+    elif ranking.rrf_k == _DEFAULT_RRF_K:
+        fusion = models.FusionQuery(fusion=models.Fusion.RRF)
+    else:  # a chosen k needs a server of 1.16 or later (local mode takes it)
+        fusion = models.RrfQuery(rrf=models.Rrf(k=ranking.rrf_k))
+    return {"prefetch": prefetch, "query": fusion, "query_filter": query_filter}
 
 
 class Points:
@@ -51,15 +115,25 @@ class Points:
         for record in latest.values():
             payload = self._payload(collection, record)
             try:
-                sizes.append(estimate_point_bytes(self._core.dim, payload))
+                size = estimate_point_bytes(self._core.dim, payload)
             except (TypeError, ValueError) as exc:
                 problems.append(f"{record.document_id!r}: metadata is not JSON: {exc}")
                 continue
+            dense = np.asarray(record.vector, dtype=np.float32).tolist()
+            vector: models.VectorStruct = dense
+            if record.sparse is not None:
+                # "" is the unnamed (dense) vector beside the named sparse one.
+                vector = {
+                    "": dense,
+                    SPARSE_VECTOR: models.SparseVector(
+                        indices=list(record.sparse.indices), values=list(record.sparse.values)
+                    ),
+                }
+                size += _BYTES_PER_SPARSE * len(record.sparse.indices)
+            sizes.append(size)
             structs.append(
                 models.PointStruct(
-                    id=point_id(collection, record.document_id),
-                    vector=np.asarray(record.vector, dtype=np.float32).tolist(),
-                    payload=payload,
+                    id=point_id(collection, record.document_id), vector=vector, payload=payload
                 )
             )
         if problems:
@@ -100,10 +174,13 @@ class Points:
     def search(
         self,
         collection: str,
-        vector: Sequence[float] | np.ndarray,
+        vector: Sequence[float] | np.ndarray | None,
         top_k: int,
         filter: SearchFilter | None,
         physical: str | None = None,
+        *,
+        sparse: SparseVector | None = None,
+        ranking: Ranking | None = None,
     ) -> list[Hit]:
         self._core.check_readable_name(collection)
         if physical is not None:
@@ -112,16 +189,19 @@ class Points:
                 raise InvalidInput(f"{physical!r} is not a physical collection of {collection!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InvalidInput(f"top_k must be an int >= 1, got {top_k!r}", field="top_k")
-        query = self._vector(vector, "query vector")
-        query_filter = build_filter(filter)
+        ranking = ranking or Ranking()
+        target = physical or collection
+        if ranking.mode != "dense" and not self._collections.has_sparse(target):
+            raise Conflict(
+                f"collection {collection!r} has no sparse vectors (it was made before they "
+                f"existed, or with CDEQ_SEARCH__SPARSE=false): a {ranking.mode} search needs "
+                f"them; `cdeq context rebuild {collection}` adds them"
+            )
+        dense = self._vector(vector, "query vector") if ranking.mode != "sparse" else None
+        kwargs = query_kwargs(ranking, dense, sparse, top_k, build_filter(filter))
         with translated_errors(f"searching {collection!r}", collection=collection):
             response = self._core.client.query_points(
-                physical or collection,
-                query=query,
-                limit=top_k,
-                query_filter=query_filter,
-                with_payload=True,
-                with_vectors=False,
+                target, limit=top_k, with_payload=True, with_vectors=False, **kwargs
             )
         hits: list[Hit] = []
         for point in response.points:
@@ -193,6 +273,15 @@ class Points:
             self._vector(record.vector, "vector")
         except InvalidInput as exc:
             return f"{record.document_id!r}: {exc}"
+        if record.sparse is not None:
+            if not isinstance(record.sparse, SparseVector):
+                return f"{record.document_id!r}: sparse must be a SparseVector"
+            if not all(0 <= i < 2**32 for i in record.sparse.indices) or len(
+                set(record.sparse.indices)
+            ) != len(record.sparse.indices):
+                return f"{record.document_id!r}: sparse indices must be distinct u32 values"
+            if not all(np.isfinite(v) for v in record.sparse.values):
+                return f"{record.document_id!r}: sparse values contain NaN or infinity"
         return None
 
     def _payload(self, collection: str, record: PointRecord) -> dict[str, Any]:
@@ -205,6 +294,8 @@ class Points:
         }
         if self._core.store_text and record.text is not None:
             payload["text"] = record.text
+        if record.sparse is not None:
+            payload[SPARSE_TERMS_KEY] = record.sparse_terms
         return payload
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from app.bm25 import Bm25Stats, SparseVector
 from app.names import META_COLLECTION
 
 # Fixed forever: changing it would change every point id and duplicate every stored document.
@@ -21,12 +22,14 @@ POINT_NAMESPACE = uuid.UUID("4ca45e13-282a-4774-929a-03d1b2e7179f")
 __all__ = [
     "META_COLLECTION",
     "POINT_NAMESPACE",
+    "Bm25Stats",
     "CollectionInfo",
     "ContextRecord",
     "ContextSource",
     "Hit",
     "PointRecord",
     "RebuildMarker",
+    "SparseVector",
     "point_id",
 ]
 
@@ -58,6 +61,10 @@ class PointRecord:
     metadata: dict[str, Any]
     content_hash: str
     context_version: int
+    # The BM25 vector of the same text (None: no sparse vector is written for this point) and
+    # how many terms that text had (kept in the payload, so a rebuild can carry both over).
+    sparse: SparseVector | None = None
+    sparse_terms: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class CollectionInfo:
     physical: str
     points: int
     context_version: int | None
+    sparse: bool = False  # whether its physical collection has the `bm25` sparse vectors
 
 
 # eq=False: the generated __eq__ would compare numpy arrays with ``==`` and raise on truth value.

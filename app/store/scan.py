@@ -17,6 +17,8 @@ from app.errors import InvalidInput
 from app.names import parse_physical
 from app.store.base import StoreCore
 from app.store.client import translated_errors
+from app.store.collections import SPARSE_VECTOR
+from app.store.records import SparseVector
 
 _PAGE = 1024
 
@@ -30,6 +32,10 @@ class StoredDocument:
     text: str | None
     metadata: dict[str, Any]
     content_hash: str
+    # The stored BM25 vector and its text's term count (None: the point has none, or they
+    # were not asked for), so a rebuild can carry them over instead of recomputing.
+    sparse: SparseVector | None = None
+    sparse_terms: int = 0
 
 
 class Scan:
@@ -62,8 +68,11 @@ class Scan:
             if offset is None:
                 return found
 
-    def fetch(self, physical: str, point_ids: Sequence[str]) -> list[StoredDocument]:
-        """The stored documents among ``point_ids`` (absent ones are left out), in that order."""
+    def fetch(
+        self, physical: str, point_ids: Sequence[str], *, sparse: bool = False
+    ) -> list[StoredDocument]:
+        """The stored documents among ``point_ids`` (absent ones are left out), in that order;
+        ``sparse``: with their BM25 vectors (``physical`` must have them)."""
         self._check(physical)
         by_id: dict[str, StoredDocument] = {}
         for start in range(0, len(point_ids), _PAGE):
@@ -72,17 +81,25 @@ class Scan:
                     physical,
                     ids=list(point_ids[start : start + _PAGE]),
                     with_payload=True,
-                    with_vectors=False,
+                    with_vectors=[SPARSE_VECTOR] if sparse else False,
                 )
             for r in records:
                 payload = r.payload or {}
                 text = payload.get("text")
+                stored = r.vector.get(SPARSE_VECTOR) if isinstance(r.vector, dict) else None
+                terms = payload.get("bm25_terms")
                 by_id[str(r.id)] = StoredDocument(
                     point_id=str(r.id),
                     document_id=str(payload.get("document_id", "")),
                     text=text if isinstance(text, str) else None,
                     metadata=dict(payload.get("metadata") or {}),
                     content_hash=str(payload.get("content_hash", "")),
+                    sparse=(
+                        SparseVector(tuple(stored.indices), tuple(stored.values))
+                        if isinstance(stored, models.SparseVector) and isinstance(terms, int)
+                        else None
+                    ),
+                    sparse_terms=terms if isinstance(terms, int) else 0,
                 )
         return [by_id[i] for i in point_ids if i in by_id]
 
