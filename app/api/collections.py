@@ -87,7 +87,7 @@ async def search_collection(name: str, request: Request) -> dict[str, Any]:
     service = _service(request)
     req = await read_body(request, SearchRequest)
     hits = await run_in_threadpool(
-        lambda: search(name, req.text, req.top_k, req.filter, service=service)
+        lambda: search(name, req.text, req.top_k, req.filter, mode=req.mode, service=service)
     )
     return {
         "results": [{"id": h.document_id, "score": h.score, "payload": h.payload} for h in hits]
@@ -120,7 +120,12 @@ async def get_collections(request: Request) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
-            {"name": c.name, "points": c.points, "context_version": c.context_version}
+            {
+                "name": c.name,
+                "points": c.points,
+                "context_version": c.context_version,
+                "sparse": c.sparse,
+            }
             for c in infos
         ],
     }

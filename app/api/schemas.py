@@ -66,6 +66,11 @@ class SearchRequest(BaseModel):
     text: str
     top_k: int = 10
     filter: dict[str, Any] | None = Field(None, description='e.g. {"metadata.lang": "en"}')
+    mode: str | None = Field(
+        None,
+        description="'dense', 'sparse' or 'hybrid' (docs/search-modes.md); default: "
+        "CDEQ_SEARCH__MODE",
+    )
 
 
 class DeleteRequest(BaseModel):

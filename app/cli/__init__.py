@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--filter", help='JSON, e.g. \'{"metadata.lang": "en"}\'')
+    p.add_argument(
+        "--mode",
+        choices=["dense", "sparse", "hybrid"],
+        help="ranking (default CDEQ_SEARCH__MODE): dense vectors, BM25, or both fused",
+    )
     p.add_argument("--json", action="store_true")
     model_opt(p)
     p.set_defaults(func=cmd_search)

@@ -120,7 +120,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise InvalidInput(f"--filter: not valid JSON: {exc}", field="filter") from None
     svc = service_from(args)
     try:
-        hits = search(args.name, args.text, top_k=args.top_k, filter=filt, service=svc)
+        hits = search(
+            args.name, args.text, top_k=args.top_k, filter=filt, mode=args.mode, service=svc
+        )
     finally:
         svc.close()
     if args.json:
@@ -157,6 +159,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
                         "points": c.points,
                         "context_version": c.context_version,
                         "physical": c.physical,
+                        "sparse": c.sparse,
                     }
                     for c in infos
                 ],
@@ -167,7 +170,8 @@ def cmd_collections(args: argparse.Namespace) -> int:
     if not infos:
         print("no collections")
     for c in infos:
-        print(f"{c.name:40s} {c.points:>10d} documents  context v{c.context_version}")
+        sparse = "sparse" if c.sparse else "dense only"
+        print(f"{c.name:40s} {c.points:>10d} documents  context v{c.context_version}  {sparse}")
     return 0
 
 

@@ -52,16 +52,13 @@ def query_kwargs(
 ) -> dict[str, Any]:
     """The Query API arguments of one search (query / using / prefetch / fusion / filter), the
     same for `query_points` and `query_points_groups`."""
-    if ranking.mode in ("sparse", "hybrid") and sparse is None:
-        raise InvalidInput(f"a {ranking.mode} search needs a sparse query vector", field="mode")
     if ranking.mode in ("dense", "hybrid") and dense is None:
         raise InvalidInput(f"a {ranking.mode} search needs a dense query vector", field="mode")
     if ranking.mode == "dense":
         return {"query": dense, "query_filter": query_filter}
-    sparse_query = models.SparseVector(
-        indices=list(sparse.indices),
-        values=list(sparse.values),  # type: ignore[union-attr]
-    )
+    if sparse is None:
+        raise InvalidInput(f"a {ranking.mode} search needs a sparse query vector", field="mode")
+    sparse_query = models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
     if ranking.mode == "sparse":
         return {"query": sparse_query, "using": SPARSE_VECTOR, "query_filter": query_filter}
     if ranking.mode != "hybrid":
@@ -193,11 +190,13 @@ class Points:
         target = physical or collection
         if ranking.mode != "dense" and not self._collections.has_sparse(target):
             raise Conflict(
-                f"collection {collection!r} has no sparse vectors (it was made before they "
-                f"existed, or with CDEQ_SEARCH__SPARSE=false): a {ranking.mode} search needs "
-                f"them; `cdeq context rebuild {collection}` adds them"
+                f"collection {collection!r} has no sparse vectors (it was made before cdeq "
+                f"wrote them): a {ranking.mode} search needs them; `cdeq context rebuild "
+                f"{collection}` adds them"
             )
-        dense = self._vector(vector, "query vector") if ranking.mode != "sparse" else None
+        dense = None
+        if ranking.mode != "sparse" or vector is not None:
+            dense = self._vector(vector if vector is not None else [], "query vector")
         kwargs = query_kwargs(ranking, dense, sparse, top_k, build_filter(filter))
         with translated_errors(f"searching {collection!r}", collection=collection):
             response = self._core.client.query_points(

@@ -180,6 +180,7 @@ class QdrantStore:
             raise NotFound(f"collection {collection!r} does not exist")
         self._collections.drop(collection, current, physicals)
         self._sparse_stats.delete(physicals)
+        self._core.sparse_known.difference_update(physicals)
         if contexts:
             self._contexts.delete_all(collection)
         if self._core.exists(self._core.meta_collection):
@@ -313,3 +314,4 @@ class QdrantStore:
         """Delete one physical collection (never the live one: callers check)."""
         self._scan.drop(physical)
         self._sparse_stats.delete([physical])
+        self._core.sparse_known.discard(physical)

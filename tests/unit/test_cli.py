@@ -58,7 +58,13 @@ def test_in_process_quick_start(tiny_model_dir: Path, docs_file: Path, tmp_path:
 
     listed = cdeq("collections", "--json", cwd=tmp_path)
     assert json.loads(listed.stdout) == [
-        {"name": "notes", "points": 60, "context_version": 1, "physical": "notes__c1"}
+        {
+            "name": "notes",
+            "points": 60,
+            "context_version": 1,
+            "physical": "notes__c1",
+            "sparse": True,
+        }
     ]
 
 
@@ -154,4 +160,5 @@ def test_create_collection_with_a_context_file(
         "points": 60,
         "context_version": 1,
         "physical": "curated__c1",
+        "sparse": True,
     }
