@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from app.model import CdeEmbedder
 from app.model.tiny import make_checkpoint
 from app.query import SEARCH_MODES, search
 from app.service import Cdeq
-from app.store import Ranking
+from app.store import QdrantStore, Ranking, point_id
 from app.store.points import query_kwargs
 from tests.helpers.builders import documents, make_settings
 from tests.helpers.texts import topical_texts
@@ -440,3 +440,205 @@ def test_the_average_length_grows_with_the_batches(svc: Cdeq) -> None:
     assert stored["doc-30"][1] == pytest.approx(
         document_vector(late, sum(lengths) / 40, K1, B).values
     )
+
+
+# ---- the store, on every backend that answers ------------------------------------------------
+def test_store_writes_and_searches_sparse_vectors(
+    store: QdrantStore, uniq: Callable[[str], str]
+) -> None:
+    from app.store import PointRecord
+
+    name = uniq("sp")
+    store.ensure_meta_collection()
+    physical = store.ensure_physical(name, 1)
+    store.set_alias(name, physical)
+    eye = np.eye(4, dtype=np.float32)
+
+    def point(doc: str, i: int, sparse: SparseVector | None) -> PointRecord:
+        return PointRecord(doc, eye[i], f"text {doc}", {"i": i}, f"h{doc}", 1, sparse, 3)
+
+    store.upsert(
+        physical,
+        [
+            point("a", 0, SparseVector((1, 7), (1.0, 2.0))),
+            point("b", 1, SparseVector((7,), (0.5,))),
+            point("c", 2, None),  # no sparse vector: only dense finds it
+        ],
+    )
+    assert store.has_sparse(name) and store.has_sparse(physical)
+    (a,) = store.client.retrieve(physical, ids=[point_id(name, "a")], with_payload=True)
+    assert a.payload is not None and a.payload["bm25_terms"] == 3  # not in the user payload
+    sparse = SparseVector((7,), (1.0,))
+    hits = store.search(name, None, 5, sparse=sparse, ranking=Ranking(mode="sparse"))
+    assert [h.document_id for h in hits] == ["a", "b"]
+    assert "bm25_terms" not in hits[0].payload
+    # Qdrant's N counts the points that have a sparse vector (2, not 3); both have term 7:
+    # IDF = ln(1 + (N - n + 0.5) / (n + 0.5)) = ln(1 + 0.5 / 2.5).
+    idf = math.log(1 + 0.5 / 2.5)
+    assert [h.score for h in hits] == pytest.approx([2.0 * idf, 0.5 * idf], abs=1e-5)
+    # dense: c (1), b (0.5), a (0); sparse: a, b. RRF, k = 2: a 1/4 + 1/2, b 1/3 + 1/3, c 1/2.
+    hybrid = store.search(
+        name, eye[2] + 0.5 * eye[1], 3, sparse=sparse, ranking=Ranking(mode="hybrid", rrf_k=2)
+    )
+    assert [h.document_id for h in hybrid] == ["a", "b", "c"]
+    assert [h.score for h in hybrid] == pytest.approx([0.75, 2 / 3, 0.5])
+    filtered = store.search(
+        name, eye[0], 3, {"metadata.i": 1}, sparse=sparse, ranking=Ranking(mode="hybrid")
+    )
+    assert [h.document_id for h in filtered] == ["b"]
+    with pytest.raises(InvalidInput, match="needs a sparse query vector"):
+        store.search(name, eye[0], 3, ranking=Ranking(mode="hybrid"))
+    with pytest.raises(InvalidInput, match="sparse indices must be distinct u32"):
+        store.upsert(physical, [point("d", 0, SparseVector((1, 1), (1.0, 1.0)))])
+    with pytest.raises(InvalidInput, match="sparse values contain NaN"):
+        store.upsert(physical, [point("d", 0, SparseVector((1,), (math.nan,)))])
+    with pytest.raises(InvalidInput, match="mode must be one of"):
+        query_kwargs(Ranking(mode="bm25"), [0.0] * 4, sparse, 3, None)  # type: ignore[arg-type]
+
+
+def test_an_old_physical_collection_is_refused_for_sparse_search(
+    store: QdrantStore, uniq: Callable[[str], str]
+) -> None:
+    name = uniq("old")
+    physical = f"{name}__c1"
+    store.client.create_collection(
+        physical, vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT)
+    )
+    store.set_alias(name, physical)
+    assert store.ensure_physical(name, 1) == physical  # left as it is
+    assert not store.has_sparse(name)
+    assert [c.sparse for c in store.list_collections() if c.name == name] == [False]
+    for mode in ("sparse", "hybrid"):
+        with pytest.raises(Conflict, match=f"`cdeq context rebuild {name}` adds them"):
+            store.search(
+                name,
+                [1.0, 0, 0, 0],
+                3,
+                sparse=SparseVector((1,), (1.0,)),
+                ranking=Ranking(mode),  # type: ignore[arg-type]
+            )
+    assert store.search(name, [1.0, 0, 0, 0], 3) == []
+
+
+# ---- HTTP and CLI --------------------------------------------------------------------------------
+def test_http_search_takes_a_mode_and_refuses_an_old_collection(api_service: Cdeq) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.api import create_app
+    from tests.helpers.builders import assert_error
+
+    with TestClient(create_app(api_service.settings, api_service)) as client:
+        docs = documents(40, seed=4)
+        r = client.post("/v1/collections/httpmodes/documents", json={"documents": docs})
+        assert r.status_code == 200, r.text
+        url = "/v1/collections/httpmodes/search"
+        text = str(docs[6]["text"])
+        want = search("httpmodes", text, 5, mode="sparse", service=api_service)
+        r = client.post(url, json={"text": text, "top_k": 5, "mode": "sparse"})
+        assert r.status_code == 200, r.text
+        got = r.json()["results"]
+        assert [h["id"] for h in got] == [h.document_id for h in want] and got[0]["id"] == "doc-6"
+        assert [h["score"] for h in got] == pytest.approx([h.score for h in want])
+        for mode in ("dense", "hybrid", None):
+            r = client.post(url, json={"text": text, "top_k": 5, "mode": mode})
+            assert r.status_code == 200 and len(r.json()["results"]) == 5, r.text
+        error = assert_error(client.post(url, json={"text": text, "mode": "bm25"}), 400, "mode")
+        assert "must be one of ['dense', 'sparse', 'hybrid'], got 'bm25'" in error["message"]
+        assert_error(client.post(url, json={"text": text, "mode": 3}), 400, "mode")
+        listed = client.get("/v1/collections").json()["data"]
+        assert [c["sparse"] for c in listed if c["name"] == "httpmodes"] == [True]
+
+        make_old(api_service, "httpmodes")
+        api_service.store._core.sparse_known.clear()  # as a process that never saw it
+        error = assert_error(client.post(url, json={"text": text, "mode": "hybrid"}), 409)
+        assert "`cdeq context rebuild httpmodes` adds them" in error["message"]
+        assert client.post(url, json={"text": text, "mode": "dense"}).status_code == 200
+        shown = client.get("/v1/collections/httpmodes/context").json()
+        assert shown["sparse"] is False
+
+
+def test_cli_search_mode(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from tests.helpers.builders import cdeq
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps(d) for d in documents(30, seed=8)) + "\n")
+    model = ["--model", str(tiny_model_dir)]
+    ingest = cdeq("ingest", str(docs), "--collection", "cli", *model, cwd=tmp_path)
+    assert ingest.returncode == 0, ingest.stderr
+    text = str(documents(30, seed=8)[12]["text"])
+    found = cdeq("search", "cli", text, "--mode", "sparse", "--json", *model, cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)[0]["id"] == "doc-12"
+    bad = cdeq("search", "cli", text, "--mode", "bm25", *model, cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid choice: 'bm25'" in bad.stderr
+    env = {"CDEQ_MODEL__NAME": str(tiny_model_dir)}
+    listed = cdeq("collections", cwd=tmp_path, env=env)
+    assert "sparse" in listed.stdout and "dense only" not in listed.stdout
+    shown = cdeq("context", "show", "cli", cwd=tmp_path, env=env)
+    assert "sparse vectors yes (bm25)" in shown.stdout, shown.stderr
+
+
+# ---- LangChain's Qdrant store reads a cdeq collection in hybrid mode ----------------------------
+def test_langchain_reads_a_cdeq_collection_in_hybrid_mode(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path
+) -> None:
+    pytest.importorskip("langchain_qdrant")
+    from langchain_core.embeddings import Embeddings
+    from langchain_qdrant import QdrantVectorStore, RetrievalMode, SparseEmbeddings
+    from langchain_qdrant import SparseVector as LcSparse
+
+    k = 4
+    svc = service(
+        tiny_model_dir, tmp_path / "qdrant", embedder, dense_prefetch=k, sparse_prefetch=k
+    )
+    try:
+        docs = documents(60, seed=12)
+        ingest_documents("lc", docs, service=svc)
+        context = svc.contexts.current("lc")
+
+        class Dense(Embeddings):  # what CdeqEmbeddings asks `cdeq serve` for, in process
+            def embed_query(self, text: str) -> list[float]:
+                vectors = svc.embedder.embed_queries([text], context.dataset_embeddings).vectors
+                return [float(x) for x in vectors[0]]
+
+            def embed_documents(self, texts: list[str]) -> list[list[float]]:
+                # LangChain embeds one dummy text to check the collection's vector size.
+                vectors = svc.embedder.embed_documents(texts, context.dataset_embeddings).vectors
+                return [[float(x) for x in v] for v in vectors]
+
+        class CdeqBm25(SparseEmbeddings):  # as docs/search-modes.md shows
+            def __init__(self) -> None:
+                self.terms = Bm25Terms(svc.embedder.tokenizer, "words")
+
+            def embed_query(self, text: str) -> LcSparse:
+                v = query_vector(self.terms.terms([text])[0])
+                return LcSparse(indices=list(v.indices), values=list(v.values))
+
+            def embed_documents(self, texts: list[str]) -> list[LcSparse]:
+                return [self.embed_query(t) for t in texts]
+
+        lc = QdrantVectorStore(
+            svc.store.client,
+            collection_name="lc",
+            embedding=Dense(),
+            retrieval_mode=RetrievalMode.HYBRID,
+            vector_name="",
+            sparse_vector_name="bm25",
+            sparse_embedding=CdeqBm25(),
+            content_payload_key="text",
+            metadata_payload_key="metadata",
+            distance=models.Distance.DOT,
+        )
+        texts = {str(d["id"]): d["text"] for d in docs}
+        for query in (
+            str(docs[17]["text"]).split()[2],
+            " ".join(str(docs[40]["text"]).split()[:5]),
+        ):
+            hits = search("lc", query, top_k=k, mode="hybrid", service=svc)
+            found = lc.similarity_search_with_score(query, k=k)
+            assert [d.page_content for d, _ in found] == [texts[h.document_id] for h in hits]
+            assert [s for _, s in found] == pytest.approx([h.score for h in hits], abs=1e-6)
+    finally:
+        svc.close()
