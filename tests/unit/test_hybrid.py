@@ -579,6 +579,14 @@ def test_cli_search_mode(tiny_model_dir: Path, tmp_path: Path) -> None:
     shown = cdeq("context", "show", "cli", cwd=tmp_path, env=env)
     assert "sparse vectors yes (bm25)" in shown.stdout, shown.stderr
 
+    local = Cdeq(make_settings(tiny_model_dir, tmp_path / "cdeq-data"))
+    make_old(local, "cli")
+    local.close()
+    refused = cdeq("search", "cli", text, "--mode", "hybrid", *model, cwd=tmp_path)
+    assert refused.returncode == 6, refused.stderr  # Conflict's exit code
+    assert "`cdeq context rebuild cli` adds them" in refused.stderr
+    assert cdeq("search", "cli", text, *model, cwd=tmp_path).returncode == 0  # dense still
+
 
 # ---- LangChain's Qdrant store reads a cdeq collection in hybrid mode ----------------------------
 def test_langchain_reads_a_cdeq_collection_in_hybrid_mode(
