@@ -352,6 +352,30 @@ def _key_list(value: Any, *, variable: str) -> Any:
     return keys
 
 
+class SearchSettings(BaseModel):
+    """Sparse BM25 vectors beside the dense ones, and how a search ranks (docs/search-modes.md)."""
+
+    sparse: bool = Field(
+        True, description="write a BM25 sparse vector (`bm25`) beside each point's dense vector"
+    )
+    mode: Literal["dense", "sparse", "hybrid"] = Field(
+        "dense", description="a search's mode when the request names none"
+    )
+    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid fuses its two lists")
+    rrf_k: int = Field(2, ge=1, le=10_000, description="RRF: score = sum of 1 / (k + rank)")
+    dense_prefetch: int = Field(
+        100, ge=1, le=10_000, description="hybrid: dense candidates fused (at least top_k)"
+    )
+    sparse_prefetch: int = Field(
+        100, ge=1, le=10_000, description="hybrid: sparse candidates fused (at least top_k)"
+    )
+    bm25_k1: float = Field(1.2, ge=0.0, le=100.0, description="BM25 term-frequency saturation")
+    bm25_b: float = Field(0.75, ge=0.0, le=1.0, description="BM25 length normalisation")
+    bm25_terms: Literal["words", "pieces"] = Field(
+        "words", description="BM25 terms: the tokenizer's lower-cased words, or its word pieces"
+    )
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -491,6 +515,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)  # type: ignore[arg-type]
     log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
     context: ContextSettings = Field(default_factory=ContextSettings)  # type: ignore[arg-type]
+    search: SearchSettings = Field(default_factory=SearchSettings)  # type: ignore[arg-type]
 
 
 def variable_names() -> list[str]:

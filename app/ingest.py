@@ -29,6 +29,7 @@ from app.lifecycle import after_ingest_job
 from app.model import Progress
 from app.rebuild import mirror_documents, write_points
 from app.service import Cdeq
+from app.sparse import document_sparse
 from app.store import PointRecord, StoredDocument
 
 log = logging.getLogger(__name__)
@@ -279,9 +280,10 @@ def store_documents(
     context = svc.contexts.ensure(collection, corpus, population)
     embedder = svc.embedder
     chunks, warnings = chunk_documents(svc, documents)
-    embeddings = embedder.embed_documents(
-        [c.text or "" for c in chunks], context.dataset_embeddings
-    )
+    texts = [c.text or "" for c in chunks]
+    embeddings = embedder.embed_documents(texts, context.dataset_embeddings)
+    # BM25 from exactly the texts just embedded (None: the collection takes no sparse vectors).
+    sparse = document_sparse(svc, context.physical, texts)
     write_points(
         svc,
         context.physical,
@@ -297,8 +299,10 @@ def store_documents(
                 chunk_count=c.chunk_count,
                 char_start=c.char_start,
                 char_end=c.char_end,
+                sparse=sparse[i][0] if sparse else None,
+                sparse_terms=sparse[i][1] if sparse else 0,
             )
-            for c, vector in zip(chunks, embeddings.vectors, strict=True)
+            for i, (c, vector) in enumerate(zip(chunks, embeddings.vectors, strict=True))
         ],
         trim=True,
     )

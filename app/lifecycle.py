@@ -92,6 +92,7 @@ class ContextInfo:
     previous_versions: list[int]
     rebuild: dict[str, Any] | None  # the rebuild in progress: job_id, target_version, trigger
     auto_rebuild_due: str | None  # "generic" or "growth" when the policy would rebuild now
+    sparse: bool = False  # whether the live version has BM25 vectors (sparse and hybrid search)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +146,7 @@ def context_info(
         previous_versions=kept_versions(service, collection, version),
         rebuild=marker_dict(marker),
         auto_rebuild_due=_auto_reason(service, record, points_now),
+        sparse=store.has_sparse(live),
     )
 
 

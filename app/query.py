@@ -8,9 +8,11 @@ from typing import Any
 from app.errors import InvalidInput
 from app.names import check_collection_name
 from app.service import Cdeq
-from app.store import CollectionInfo, Hit
+from app.sparse import query_sparse
+from app.store import CollectionInfo, Hit, Ranking
 
 MAX_TOP_K = 1000
+SEARCH_MODES = ("dense", "sparse", "hybrid")
 
 
 def search(
@@ -19,15 +21,23 @@ def search(
     top_k: int = 10,
     filter: dict[str, Any] | None = None,
     *,
+    mode: str | None = None,
     group: bool = True,
     service: Cdeq,
 ) -> list[Hit]:
-    """The `top_k` documents of `collection` most similar to the query `text`.
+    """The `top_k` documents of `collection` that best match the query `text`.
 
-    The query is embedded as `search_query: text` against the collection's stored context
-    (the same one its documents were embedded with) and ranked by dot product (= cosine).
+    `mode` (None: CDEQ_SEARCH__MODE): "dense" embeds the query as `search_query: text` against
+    the collection's stored context (the one its documents were embedded with) and ranks by
+    dot product (= cosine); "sparse" ranks by BM25 over the model's tokenizer terms; "hybrid"
+    fuses both lists in Qdrant (CDEQ_SEARCH__FUSION). Sparse and hybrid need a collection
+    with sparse vectors (Conflict otherwise: a rebuild adds them).
     `group` (default): documents ranked by their best chunk, each hit naming that chunk;
     `group=False`: the `top_k` best chunks, several of one document possibly."""
+    settings = service.settings.search
+    mode = settings.mode if mode is None else mode
+    if mode not in SEARCH_MODES:
+        raise InvalidInput(f"mode: must be one of {list(SEARCH_MODES)}, got {mode!r}", field="mode")
     check_collection_name(collection)
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput("text: must be a non-empty string", field="text")
@@ -40,9 +50,31 @@ def search(
     # Resolve the alias once: embed with that version's context and search that version's
     # physical collection by name, so a swap in between cannot mix two contexts.
     context = service.contexts.current(collection)
-    vector = service.embedder.embed_queries([text], context.dataset_embeddings).vectors[0]
+    ranking = Ranking(
+        mode=mode,  # type: ignore[arg-type]
+        fusion=settings.fusion,
+        rrf_k=settings.rrf_k,
+        dense_prefetch=settings.dense_prefetch,
+        sparse_prefetch=settings.sparse_prefetch,
+    )
+    if mode != "dense" and not service.store.has_sparse(context.physical):
+        # Refused before the model runs; the store's own check words it the same way.
+        return service.store.search(
+            collection, None, top_k=top_k, filter=filter, physical=context.physical, ranking=ranking
+        )
+    vector = None
+    if mode != "sparse":
+        vector = service.embedder.embed_queries([text], context.dataset_embeddings).vectors[0]
+    sparse = query_sparse(service, context.physical, text) if mode != "dense" else None
     return service.store.search(
-        collection, vector, top_k=top_k, filter=filter, physical=context.physical, group=group
+        collection,
+        vector,
+        top_k=top_k,
+        filter=filter,
+        physical=context.physical,
+        group=group,
+        sparse=sparse,
+        ranking=ranking,
     )
 
 

@@ -23,6 +23,7 @@ from app.jobs import BatchOutcome
 from app.jobs.records import CONTEXT_TEXT_CHARS
 from app.names import parse_physical
 from app.service import Cdeq
+from app.sparse import carries_over, document_sparse
 from app.store import ContextRecord, ContextSource, PointRecord, RebuildMarker, StoredDocument
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,9 @@ def catch_up(svc: Cdeq, collection: str, source: str, target: Context) -> int:
     if extra:
         store.delete_points(target.physical, extra)
     size = svc.settings.ingest.batch_size
+    carry = carries_over(svc, source, target.physical)
     for start in range(0, len(stale), size):
-        docs = store.fetch_stored(source, stale[start : start + size])
+        docs = store.fetch_stored(source, stale[start : start + size], sparse=carry)
         write_stored(svc, collection, docs, target)
     if stale or extra:
         log.info(
@@ -127,9 +129,20 @@ def write_stored(
     missing = [d.document_id for d in docs if d.text is None]
     if missing:
         raise Conflict(_no_text_message(collection, missing[:5]))
-    embeddings = svc.embedder.embed_documents(
-        [d.text or "" for d in docs], target.dataset_embeddings
-    )
+    texts = [d.text or "" for d in docs]
+    embeddings = svc.embedder.embed_documents(texts, target.dataset_embeddings)
+    # Sparse vectors do not depend on the context: those read with the documents (the caller
+    # fetched them only when `carries_over` allowed) are copied, the others computed.
+    carried = [(d.sparse, d.sparse_terms) if d.sparse is not None else None for d in docs]
+    sparse = document_sparse(svc, target.physical, texts, carried)
+    if sparse is not None and any(c is not None for c in carried):
+        log.debug(
+            "%r v%d: %d sparse vectors carried over, %d computed",
+            collection,
+            target.version,
+            sum(c is not None for c in carried),
+            sum(c is None for c in carried),
+        )
     write_points(
         svc,
         target.physical,
@@ -145,8 +158,10 @@ def write_stored(
                 chunk_count=d.chunk_count,
                 char_start=d.char_start,
                 char_end=d.char_end,
+                sparse=sparse[i][0] if sparse else None,
+                sparse_terms=sparse[i][1] if sparse else 0,
             )
-            for d, vector in zip(docs, embeddings.vectors, strict=True)
+            for i, (d, vector) in enumerate(zip(docs, embeddings.vectors, strict=True))
         ],
         trim=trim,
     )

@@ -33,6 +33,7 @@ from app.jobs import BatchOutcome, JobState, JobStatus, RedisJobStore, Start
 from app.model import Progress
 from app.rebuild import abandon, finish_rebuild, write_stored
 from app.service import Cdeq
+from app.sparse import carries_over
 from app.store import ContextSource, RebuildMarker
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ def run_rebuild_batch(svc: Cdeq, batch: RebuildBatch) -> BatchOutcome | None:
     marker = _marker_of(svc, batch.collection, batch.job_id)
     target = _ensure_target(svc, marker, status)
     source = svc.store.physical_name(batch.collection, marker.from_version)
-    docs = svc.store.fetch_stored(source, batch.point_ids)  # deleted meanwhile: left out
+    # Deleted meanwhile: left out. With the BM25 vectors when the target may copy them.
+    docs = svc.store.fetch_stored(
+        source, batch.point_ids, sparse=carries_over(svc, source, target.physical)
+    )
     truncated = write_stored(svc, batch.collection, docs, target)
     outcome = BatchOutcome(succeeded=len(docs), truncated=truncated)
     jobs.record_batch(batch.job_id, batch.index, outcome)

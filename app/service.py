@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from app.bm25 import Bm25Terms
 from app.config import Settings, load_settings
 from app.contexts import Contexts
 from app.errors import StoreUnavailable
@@ -81,6 +82,11 @@ class Cdeq:
         served = ServedEmbedder(current, self.settings.serve)
         self.__dict__["embedder"] = served  # replaces the cached_property's value
         return served
+
+    @cached_property
+    def bm25(self) -> Bm25Terms:
+        """The BM25 term rules: the model's own tokenizer, CDEQ_SEARCH__BM25_TERMS."""
+        return Bm25Terms(self.embedder.tokenizer, self.settings.search.bm25_terms)
 
     @cached_property
     def store(self) -> QdrantStore:

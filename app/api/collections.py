@@ -84,7 +84,15 @@ async def search_collection(name: str, request: Request) -> dict[str, Any]:
     service = _service(request)
     req = await read_body(request, SearchRequest)
     hits = await run_in_threadpool(
-        lambda: search(name, req.text, req.top_k, req.filter, group=req.group, service=service)
+        lambda: search(
+            name,
+            req.text,
+            req.top_k,
+            req.filter,
+            mode=req.mode,
+            group=req.group,
+            service=service,
+        )
     )
     return {"results": [h.to_dict() for h in hits]}
 
@@ -119,6 +127,7 @@ async def get_collections(
                 "documents": c.documents,
                 "points": c.points,
                 "context_version": c.context_version,
+                "sparse": c.sparse,
             }
             for c in infos
         ],

@@ -66,6 +66,11 @@ class SearchRequest(BaseModel):
     text: str
     top_k: int = Field(10, description="documents to return (chunks with group false)")
     filter: dict[str, Any] | None = Field(None, description='e.g. {"metadata.lang": "en"}')
+    mode: str | None = Field(
+        None,
+        description="'dense', 'sparse' or 'hybrid' (docs/search-modes.md); default: "
+        "CDEQ_SEARCH__MODE",
+    )
     group: bool = Field(
         True,
         description="true: one hit per document, its best chunk; false: the best chunks",

@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the best chunks (several of one document possibly), not documents",
     )
+    p.add_argument(
+        "--mode",
+        choices=["dense", "sparse", "hybrid"],
+        help="ranking (default CDEQ_SEARCH__MODE): dense vectors, BM25, or both fused",
+    )
     p.add_argument("--json", action="store_true")
     model_opt(p)
     p.set_defaults(func=cmd_search)

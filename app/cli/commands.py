@@ -125,6 +125,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             args.text,
             top_k=args.top_k,
             filter=filt,
+            mode=args.mode,
             group=not args.chunks,
             service=svc,
         )
@@ -160,6 +161,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
                         "points": c.points,
                         "context_version": c.context_version,
                         "physical": c.physical,
+                        "sparse": c.sparse,
                     }
                     for c in infos
                 ],
@@ -171,9 +173,10 @@ def cmd_collections(args: argparse.Namespace) -> int:
         print("no collections")
     for c in infos:
         documents = "?" if c.documents is None else str(c.documents)
+        sparse = "sparse" if c.sparse else "dense only"
         print(
             f"{c.name:40s} {documents:>10s} documents {c.points:>10d} points  "
-            f"context v{c.context_version}"
+            f"context v{c.context_version}  {sparse}"
         )
     return 0
 

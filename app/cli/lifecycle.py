@@ -28,6 +28,8 @@ def _print_context(info: Any) -> None:
     )
     print(f"  points         {info.points_at_build} at build, {info.points_now} now")
     print(f"  growth         {info.growth:.2f}")
+    sparse = "yes (bm25)" if info.sparse else f"no (`cdeq context rebuild {info.collection}`)"
+    print(f"  sparse vectors {sparse}")
     if info.drift is not None:
         print(f"  drift          {info.drift:.4f}")
     kept = ", ".join(f"v{v}" for v in info.previous_versions) or "none"

@@ -14,9 +14,8 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-import app.query
 from app.config import IngestSettings
 from app.documents import validate_documents
 from app.errors import CdeqError, InvalidInput
@@ -26,7 +25,7 @@ from app.evaluation.report import Condition, ConditionResult, EvalReport
 from app.ingest import job_status, submit
 from app.lifecycle import drop_collection
 from app.names import check_collection_name
-from app.query import create_collection, search
+from app.query import MAX_TOP_K, SEARCH_MODES, create_collection, search
 from app.service import Cdeq
 
 log = logging.getLogger(__name__)
@@ -41,19 +40,13 @@ POLL_S = 0.5
 
 # ---- what this build offers ---------------------------------------------------------------------
 def search_modes() -> tuple[str, ...]:
-    """The search modes `app.query.search` knows.
-
-    INTEGRATION POINT (branch `hybrid`): after the merge, `from app.query import SEARCH_MODES`."""
-    return tuple(getattr(app.query, "SEARCH_MODES", ("dense",)))
+    """The search modes `app.query.search` knows."""
+    return SEARCH_MODES
 
 
 def chunking_options() -> tuple[str, ...]:
-    """The values of `CDEQ_INGEST__CHUNKING`, or () on a build without chunking.
-
-    INTEGRATION POINT (branch `chunks`): after the merge, read the field's allowed values."""
-    if "chunking" in IngestSettings.model_fields:
-        return ("auto", "off")
-    return ()
+    """The values of `CDEQ_INGEST__CHUNKING`."""
+    return tuple(get_args(IngestSettings.model_fields["chunking"].annotation))
 
 
 # ---- checking the request -------------------------------------------------------------------------
@@ -258,14 +251,8 @@ def evaluate(
                 field="chunking",
             )
         chunking = _check_choices(chunking, options, "chunking")
-    if (
-        isinstance(top_k, bool)
-        or not isinstance(top_k, int)
-        or not 1 <= top_k <= app.query.MAX_TOP_K
-    ):
-        raise InvalidInput(
-            f"top_k: must be 1 to {app.query.MAX_TOP_K}, got {top_k!r}", field="top_k"
-        )
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidInput(f"top_k: must be 1 to {MAX_TOP_K}, got {top_k!r}", field="top_k")
     if max_queries is not None and (
         isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1
     ):

@@ -94,6 +94,8 @@ class StoreCore:
         self.max_request_bytes = max_request_bytes
         # A separate meta collection lets tests share one server without touching real data.
         self.meta_collection = meta_collection
+        # Physical collections known to have the sparse vectors (a collection never loses them).
+        self.sparse_known: set[str] = set()
 
     # ---- names --------------------------------------------------------------------------------
 
@@ -123,13 +125,19 @@ class StoreCore:
             return bool(self.client.collection_exists(name))
 
     def create_if_absent(
-        self, name: str, vectors: models.VectorParams | dict[str, models.VectorParams]
+        self,
+        name: str,
+        vectors: models.VectorParams | dict[str, models.VectorParams],
+        sparse: dict[str, models.SparseVectorParams] | None = None,
     ) -> None:
-        """Create ``name`` unless it exists; an existing single-vector one must match ``vectors``."""
+        """Create ``name`` unless it exists; an existing single-vector one must match ``vectors``
+        (an existing one without ``sparse`` vectors is left as it is: searches tell)."""
         if not self.exists(name):
             try:
                 with translated_errors(f"creating collection {name!r}"):
-                    self.client.create_collection(name, vectors_config=vectors)
+                    self.client.create_collection(
+                        name, vectors_config=vectors, sparse_vectors_config=sparse
+                    )
             except InvalidInput:
                 # Another worker may have created it between our check and our request.
                 if not self.exists(name):

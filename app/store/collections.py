@@ -16,6 +16,8 @@ from app.store.base import StoreCore
 from app.store.client import translated_errors
 from app.store.records import CollectionInfo
 
+SPARSE_VECTOR = "bm25"  # the named sparse vector of every physical collection made since #18
+
 
 def only_chunk_zero() -> models.Filter:
     """Points that are a document's chunk 0 (or were written before chunking): one per document."""
@@ -53,11 +55,27 @@ class Collections:
 
     def ensure_physical(self, collection: str, version: int) -> str:
         physical = self.physical_name(collection, version)
+        # The dense vector stays unnamed: LangChain's and LlamaIndex's Qdrant stores read it.
+        # Qdrant applies BM25's IDF to the sparse one at search time, over the live points.
         self._core.create_if_absent(
-            physical, models.VectorParams(size=self._core.dim, distance=models.Distance.DOT)
+            physical,
+            models.VectorParams(size=self._core.dim, distance=models.Distance.DOT),
+            {SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
         )
         self.ensure_point_indexes(physical)
         return physical
+
+    def has_sparse(self, name: str) -> bool:
+        """Whether the collection (or alias) ``name`` has the ``bm25`` sparse vectors: those
+        made before them do not until a rebuild."""
+        if name in self._core.sparse_known:
+            return True
+        with translated_errors(f"reading collection {name!r}", collection=name):
+            info = self._core.client.get_collection(name)
+        found = SPARSE_VECTOR in (info.config.params.sparse_vectors or {})
+        if found and parse_physical(name) is not None:  # an alias may move: never cache one
+            self._core.sparse_known.add(name)
+        return found
 
     def ensure_point_indexes(self, physical: str) -> None:
         self._core.index(physical, "document_id", models.PayloadSchemaType.KEYWORD)
@@ -106,7 +124,11 @@ class Collections:
                 documents = self._core.client.count(
                     target, count_filter=only_chunk_zero(), exact=True
                 ).count
-            infos.append(CollectionInfo(alias_name, target, points, version, documents))
+            infos.append(
+                CollectionInfo(
+                    alias_name, target, points, version, documents, self.has_sparse(target)
+                )
+            )
         return infos
 
     def drop(self, collection: str, current: str | None, physicals: list[str]) -> None:

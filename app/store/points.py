@@ -9,19 +9,20 @@ go to the user collection's alias. A point's payload is the user-facing payload 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from qdrant_client import models
 
-from app.errors import InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 from app.names import parse_physical
 from app.store.base import StoreCore
 from app.store.batches import estimate_point_bytes, plan_batches
 from app.store.client import translated_errors
-from app.store.collections import Collections, only_chunk_zero
+from app.store.collections import SPARSE_VECTOR, Collections, only_chunk_zero
 from app.store.filters import SearchFilter, build_filter
-from app.store.records import Hit, PointRecord, chunk_point_id, point_id
+from app.store.records import Hit, PointRecord, SparseVector, chunk_point_id, point_id
 
 CHUNK_KEYS = ("chunk_index", "chunk_count", "char_start", "char_end")
 USER_PAYLOAD_KEYS = (
@@ -32,7 +33,67 @@ USER_PAYLOAD_KEYS = (
     "context_version",
     *CHUNK_KEYS,
 )
+SPARSE_TERMS_KEY = "bm25_terms"  # payload: the number of BM25 terms of the point's text
 _IDS_PER_REQUEST = 1024
+# Longest JSON of one sparse entry: an index and a float, with separators.
+_BYTES_PER_SPARSE = 36
+_DEFAULT_RRF_K = 2  # Qdrant's own: plain Fusion.RRF then, which every server version takes
+
+SearchMode = Literal["dense", "sparse", "hybrid"]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How a search ranks: one mode, and for hybrid the fusion and its candidate lists."""
+
+    mode: SearchMode = "dense"
+    fusion: Literal["rrf", "dbsf"] = "rrf"
+    rrf_k: int = _DEFAULT_RRF_K
+    dense_prefetch: int = 100
+    sparse_prefetch: int = 100
+
+
+def query_kwargs(
+    ranking: Ranking,
+    dense: list[float] | None,
+    sparse: SparseVector | None,
+    top_k: int,
+    query_filter: models.Filter | None,
+) -> dict[str, Any]:
+    """The Query API arguments of one search (query / using / prefetch / fusion / filter), the
+    same for `query_points` and `query_points_groups`."""
+    if ranking.mode in ("dense", "hybrid") and dense is None:
+        raise InvalidInput(f"a {ranking.mode} search needs a dense query vector", field="mode")
+    if ranking.mode == "dense":
+        return {"query": dense, "query_filter": query_filter}
+    if sparse is None:
+        raise InvalidInput(f"a {ranking.mode} search needs a sparse query vector", field="mode")
+    sparse_query = models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
+    if ranking.mode == "sparse":
+        return {"query": sparse_query, "using": SPARSE_VECTOR, "query_filter": query_filter}
+    if ranking.mode != "hybrid":
+        raise InvalidInput(
+            f"mode must be one of ['dense', 'sparse', 'hybrid'], got {ranking.mode!r}",
+            field="mode",
+        )
+    # Each list is filtered itself, so fusion ranks only candidates that pass the filter.
+    prefetch = [
+        models.Prefetch(query=dense, limit=max(ranking.dense_prefetch, top_k), filter=query_filter),
+        models.Prefetch(
+            query=sparse_query,
+            using=SPARSE_VECTOR,
+            limit=max(ranking.sparse_prefetch, top_k),
+            filter=query_filter,
+        ),
+    ]
+    fusion: models.Query
+    if ranking.fusion == "dbsf":
+        fusion = models.FusionQuery(fusion=models.Fusion.DBSF)
+    elif ranking.rrf_k == _DEFAULT_RRF_K:
+        fusion = models.FusionQuery(fusion=models.Fusion.RRF)
+    else:  # a chosen k needs a server of 1.16 or later (local mode takes it)
+        fusion = models.RrfQuery(rrf=models.Rrf(k=ranking.rrf_k))
+    return {"prefetch": prefetch, "query": fusion, "query_filter": query_filter}
 
 
 def chunk_fields(payload: Mapping[str, Any]) -> tuple[int, int, int, int | None]:
@@ -77,14 +138,26 @@ class Points:
         for record in latest.values():
             payload = self._payload(collection, record)
             try:
-                sizes.append(estimate_point_bytes(self._core.dim, payload))
+                size = estimate_point_bytes(self._core.dim, payload)
             except (TypeError, ValueError) as exc:
                 problems.append(f"{record.document_id!r}: metadata is not JSON: {exc}")
                 continue
+            dense = np.asarray(record.vector, dtype=np.float32).tolist()
+            vector: models.VectorStruct = dense
+            if record.sparse is not None:
+                # "" is the unnamed (dense) vector beside the named sparse one.
+                vector = {
+                    "": dense,
+                    SPARSE_VECTOR: models.SparseVector(
+                        indices=list(record.sparse.indices), values=list(record.sparse.values)
+                    ),
+                }
+                size += _BYTES_PER_SPARSE * len(record.sparse.indices)
+            sizes.append(size)
             structs.append(
                 models.PointStruct(
                     id=chunk_point_id(collection, record.document_id, record.chunk_index),
-                    vector=np.asarray(record.vector, dtype=np.float32).tolist(),
+                    vector=vector,
                     payload=payload,
                 )
             )
@@ -206,12 +279,14 @@ class Points:
     def search(
         self,
         collection: str,
-        vector: Sequence[float] | np.ndarray,
+        vector: Sequence[float] | np.ndarray | None,
         top_k: int,
         filter: SearchFilter | None,
         physical: str | None = None,
         *,
         group: bool = True,
+        sparse: SparseVector | None = None,
+        ranking: Ranking | None = None,
     ) -> list[Hit]:
         self._core.check_readable_name(collection)
         if physical is not None:
@@ -220,16 +295,25 @@ class Points:
                 raise InvalidInput(f"{physical!r} is not a physical collection of {collection!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InvalidInput(f"top_k must be an int >= 1, got {top_k!r}", field="top_k")
-        query: dict[str, Any] = {
-            "query": self._vector(vector, "query vector"),
-            "limit": top_k,
-            "query_filter": build_filter(filter),
-            "with_payload": True,
-            "with_vectors": False,
-        }
+        ranking = ranking or Ranking()
         name = physical or collection
+        if ranking.mode != "dense" and not self._collections.has_sparse(name):
+            raise Conflict(
+                f"collection {collection!r} has no sparse vectors (it was made before cdeq "
+                f"wrote them): a {ranking.mode} search needs them; `cdeq context rebuild "
+                f"{collection}` adds them"
+            )
+        dense = None
+        if ranking.mode != "sparse" or vector is not None:
+            dense = self._vector(vector if vector is not None else [], "query vector")
+        # Grouped, a document may fill several candidate slots with its chunks: fusion then
+        # draws on longer lists, so that `top_k` distinct documents remain after grouping.
+        candidates = max(4 * top_k, 32) if group else top_k
+        kwargs = query_kwargs(ranking, dense, sparse, candidates, build_filter(filter))
         with translated_errors(f"searching {collection!r}", collection=collection):
-            points = self._query(name, group=group, **query)
+            points = self._query(
+                name, group=group, limit=top_k, with_payload=True, with_vectors=False, **kwargs
+            )
         return [_hit(point.payload or {}, float(point.score)) for point in points]
 
     def _query(self, name: str, *, group: bool, **query: Any) -> list[models.ScoredPoint]:
@@ -362,6 +446,15 @@ class Points:
             self._vector(record.vector, "vector")
         except InvalidInput as exc:
             return f"{record.document_id!r}: {exc}"
+        if record.sparse is not None:
+            if not isinstance(record.sparse, SparseVector):
+                return f"{record.document_id!r}: sparse must be a SparseVector"
+            if not all(0 <= i < 2**32 for i in record.sparse.indices) or len(
+                set(record.sparse.indices)
+            ) != len(record.sparse.indices):
+                return f"{record.document_id!r}: sparse indices must be distinct u32 values"
+            if not all(np.isfinite(v) for v in record.sparse.values):
+                return f"{record.document_id!r}: sparse values contain NaN or infinity"
         return None
 
     def _payload(self, collection: str, record: PointRecord) -> dict[str, Any]:
@@ -382,6 +475,8 @@ class Points:
             payload["char_end"] = char_end
         if self._core.store_text and record.text is not None:
             payload["text"] = record.text
+        if record.sparse is not None:
+            payload[SPARSE_TERMS_KEY] = record.sparse_terms
         return payload
 
 

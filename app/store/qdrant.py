@@ -25,17 +25,20 @@ from app.store.client import open_client, translated_errors
 from app.store.collections import Collections
 from app.store.contexts import Contexts
 from app.store.filters import SearchFilter
-from app.store.points import Points
+from app.store.points import Points, Ranking
 from app.store.records import (
     META_COLLECTION,
+    Bm25Stats,
     CollectionInfo,
     ContextRecord,
     Hit,
     PointRecord,
     RebuildMarker,
+    SparseVector,
 )
 from app.store.scan import Scan, StoredDocument
 from app.store.schema import Schema
+from app.store.sparse_stats import SparseStats
 
 
 class QdrantStore:
@@ -65,6 +68,7 @@ class QdrantStore:
         self._points = Points(self._core, self._collections)
         self._contexts = Contexts(self._core, self._collections)
         self._scan = Scan(self._core)
+        self._sparse_stats = SparseStats(self._core)
 
     @classmethod
     def from_settings(cls, settings: QdrantSettings, *, dim: int = 768) -> QdrantStore:
@@ -175,6 +179,8 @@ class QdrantStore:
         if current is None and not physicals and not contexts:
             raise NotFound(f"collection {collection!r} does not exist")
         self._collections.drop(collection, current, physicals)
+        self._sparse_stats.delete(physicals)
+        self._core.sparse_known.difference_update(physicals)
         if contexts:
             self._contexts.delete_all(collection)
         if self._core.exists(self._core.meta_collection):
@@ -223,14 +229,19 @@ class QdrantStore:
     def search(
         self,
         collection: str,
-        vector: Sequence[float] | np.ndarray,
+        vector: Sequence[float] | np.ndarray | None,
         top_k: int = 10,
         filter: SearchFilter | None = None,
         *,
         physical: str | None = None,
         group: bool = True,
+        sparse: SparseVector | None = None,
+        ranking: Ranking | None = None,
     ) -> list[Hit]:
-        """The ``top_k`` documents of ``collection`` with the highest dot product with ``vector``.
+        """The ``top_k`` documents of ``collection`` with the highest dot product with ``vector``
+        (``ranking`` dense, the default), BM25 score of the ``sparse`` query (sparse), or the
+        fusion of both lists (hybrid). Conflict for sparse and hybrid on a collection without
+        sparse vectors.
 
         ``filter``: ``{"metadata.lang": "en", "metadata.tag": ["a", "b"]}`` (all must match; a
         list matches any item) or a ``qdrant_client.models.Filter``. ``physical``: search that
@@ -238,7 +249,28 @@ class QdrantStore:
         vector was embedded for, even if the alias moves meanwhile). ``group`` (default): one
         hit per document, its best chunk (``top_k`` counts documents); False: raw chunks.
         """
-        return self._points.search(collection, vector, top_k, filter, physical, group=group)
+        return self._points.search(
+            collection,
+            vector,
+            top_k,
+            filter,
+            physical,
+            group=group,
+            sparse=sparse,
+            ranking=ranking,
+        )
+
+    def has_sparse(self, name: str) -> bool:
+        """Whether the collection or physical collection ``name`` has the BM25 sparse vectors."""
+        return self._collections.has_sparse(name)
+
+    def load_bm25_stats(self, physical: str) -> Bm25Stats:
+        """Documents and terms counted into the BM25 vectors of ``physical`` so far."""
+        return self._sparse_stats.load(physical)
+
+    def save_bm25_stats(self, physical: str, stats: Bm25Stats) -> None:
+        """Record the BM25 statistics of ``physical``."""
+        self._sparse_stats.save(physical, stats)
 
     def get_documents(
         self, collection: str, document_ids: Sequence[str]
@@ -292,9 +324,12 @@ class QdrantStore:
         """point id → content hash of every point of the physical collection ``physical``."""
         return self._scan.hashes(physical)
 
-    def fetch_stored(self, physical: str, point_ids: Sequence[str]) -> list[StoredDocument]:
-        """The stored documents of ``physical`` among ``point_ids``, in that order."""
-        return self._scan.fetch(physical, point_ids)
+    def fetch_stored(
+        self, physical: str, point_ids: Sequence[str], *, sparse: bool = False
+    ) -> list[StoredDocument]:
+        """The stored documents of ``physical`` among ``point_ids``, in that order (``sparse``:
+        with their BM25 vectors, which ``physical`` must have)."""
+        return self._scan.fetch(physical, point_ids, sparse=sparse)
 
     def delete_points(self, physical: str, point_ids: Sequence[str]) -> None:
         """Delete points by id from the physical collection ``physical``."""
@@ -307,3 +342,5 @@ class QdrantStore:
     def drop_physical(self, physical: str) -> None:
         """Delete one physical collection (never the live one: callers check)."""
         self._scan.drop(physical)
+        self._sparse_stats.delete([physical])
+        self._core.sparse_known.discard(physical)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from app.bm25 import Bm25Stats, SparseVector
 from app.names import META_COLLECTION
 
 # Fixed forever: changing it would change every point id and duplicate every stored document.
@@ -25,12 +26,14 @@ __all__ = [
     "CHUNK_NAMESPACE",
     "META_COLLECTION",
     "POINT_NAMESPACE",
+    "Bm25Stats",
     "CollectionInfo",
     "ContextRecord",
     "ContextSource",
     "Hit",
     "PointRecord",
     "RebuildMarker",
+    "SparseVector",
     "chunk_point_id",
     "point_id",
 ]
@@ -82,6 +85,10 @@ class PointRecord:
     chunk_count: int = 1
     char_start: int = 0
     char_end: int | None = None
+    # The BM25 vector of the same text (None: no sparse vector is written for this point) and
+    # how many terms that text had (kept in the payload, so a rebuild can carry both over).
+    sparse: SparseVector | None = None
+    sparse_terms: int = 0
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ class CollectionInfo:
     points: int
     context_version: int | None
     documents: int | None = None  # distinct documents (points counts chunks); None: not counted
+    sparse: bool = False  # whether its physical collection has the `bm25` sparse vectors
 
 
 # eq=False: the generated __eq__ would compare numpy arrays with ``==`` and raise on truth value.

@@ -17,7 +17,9 @@ from app.errors import InvalidInput
 from app.names import parse_physical
 from app.store.base import StoreCore
 from app.store.client import translated_errors
+from app.store.collections import SPARSE_VECTOR
 from app.store.points import chunk_fields
+from app.store.records import SparseVector
 
 _PAGE = 1024
 
@@ -36,6 +38,10 @@ class StoredDocument:
     chunk_count: int = 1
     char_start: int = 0
     char_end: int | None = None
+    # The stored BM25 vector and its text's term count (None: the point has none, or they
+    # were not asked for), so a rebuild can carry them over instead of recomputing.
+    sparse: SparseVector | None = None
+    sparse_terms: int = 0
 
 
 def _version_key(payload: dict[str, Any]) -> str:
@@ -76,8 +82,11 @@ class Scan:
             if offset is None:
                 return found
 
-    def fetch(self, physical: str, point_ids: Sequence[str]) -> list[StoredDocument]:
-        """The stored documents among ``point_ids`` (absent ones are left out), in that order."""
+    def fetch(
+        self, physical: str, point_ids: Sequence[str], *, sparse: bool = False
+    ) -> list[StoredDocument]:
+        """The stored documents among ``point_ids`` (absent ones are left out), in that order;
+        ``sparse``: with their BM25 vectors (``physical`` must have them)."""
         self._check(physical)
         by_id: dict[str, StoredDocument] = {}
         for start in range(0, len(point_ids), _PAGE):
@@ -86,12 +95,14 @@ class Scan:
                     physical,
                     ids=list(point_ids[start : start + _PAGE]),
                     with_payload=True,
-                    with_vectors=False,
+                    with_vectors=[SPARSE_VECTOR] if sparse else False,
                 )
             for r in records:
                 payload = r.payload or {}
                 text = payload.get("text")
                 index, count, start, end = chunk_fields(payload)
+                stored = r.vector.get(SPARSE_VECTOR) if isinstance(r.vector, dict) else None
+                terms = payload.get("bm25_terms")
                 by_id[str(r.id)] = StoredDocument(
                     point_id=str(r.id),
                     document_id=str(payload.get("document_id", "")),
@@ -102,6 +113,12 @@ class Scan:
                     chunk_count=count,
                     char_start=start,
                     char_end=end,
+                    sparse=(
+                        SparseVector(tuple(stored.indices), tuple(stored.values))
+                        if isinstance(stored, models.SparseVector) and isinstance(terms, int)
+                        else None
+                    ),
+                    sparse_terms=terms if isinstance(terms, int) else 0,
                 )
         return [by_id[i] for i in point_ids if i in by_id]
 

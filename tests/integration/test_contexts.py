@@ -65,7 +65,8 @@ def _vectors(svc: Cdeq, physical: str) -> dict[str, tuple[str, np.ndarray]]:
     ids = [r.payload["document_id"] for r in records]  # type: ignore[index]
     assert len(ids) == len(set(ids)), "duplicate documents"
     return {
-        r.payload["document_id"]: (r.payload["text"], np.asarray(r.vector))  # type: ignore[index]
+        # The dense vector is the unnamed one ("") beside the `bm25` sparse vector.
+        r.payload["document_id"]: (r.payload["text"], np.asarray(r.vector[""]))  # type: ignore[index,call-overload]
         for r in records
     }
 

@@ -16,7 +16,16 @@ import pytest
 from tests.helpers.builders import ROOT
 
 LAYERS: list[tuple[str, ...]] = [
-    ("app.errors", "app.config", "app.names", "app.documents", "app.model", "app.data", "app.logs"),
+    (
+        "app.errors",
+        "app.config",
+        "app.names",
+        "app.documents",
+        "app.model",
+        "app.data",
+        "app.logs",
+        "app.bm25",
+    ),
     (
         "app.store",
         "app.jobs",
@@ -37,6 +46,7 @@ LAYERS: list[tuple[str, ...]] = [
         "app.rebuild_batches",
         "app.deliveries",
         "app.evaluation",
+        "app.sparse",
     ),
     ("app.cli", "app.api", "app.integrations", "workers"),
 ]

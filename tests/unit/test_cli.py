@@ -72,6 +72,7 @@ def test_in_process_quick_start(tiny_model_dir: Path, docs_file: Path, tmp_path:
             "points": 60,
             "context_version": 1,
             "physical": "notes__c1",
+            "sparse": True,
         }
     ]
 
@@ -169,4 +170,5 @@ def test_create_collection_with_a_context_file(
         "points": 60,
         "context_version": 1,
         "physical": "curated__c1",
+        "sparse": True,
     }

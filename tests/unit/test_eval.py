@@ -23,7 +23,6 @@ from app.evaluation import (
     join_title,
     load_dataset,
     per_query,
-    search_modes,
     write_plot,
 )
 from app.ingest import submit
@@ -324,11 +323,6 @@ def test_cli_end_to_end_dense_runs_agree_with_json(
 @pytest.mark.slow
 def test_sparse_finds_exact_sentences(generated_set: Path, svc: Cdeq) -> None:
     """Each query is an exact sentence of its document: BM25 must find nearly all of them."""
-    if "sparse" not in search_modes():
-        pytest.skip(
-            "this build has no sparse search mode (app.query.SEARCH_MODES comes with the "
-            "`hybrid` branch); enabled once it is merged"
-        )
     report = evaluate(generated_set, modes=["sparse"], service=svc)
     assert report.results[0].metrics["nDCG@10"] >= 0.9
     assert physical_collections(svc) == []

@@ -415,8 +415,8 @@ def test_list_collections_reports_exact_counts(
     store.ensure_physical(uniq("no-alias-yet"), 1)  # a build that never went live is not listed
     mine = [info for info in store.list_collections() if info.name in (a, b)]
     assert mine == [
-        CollectionInfo(a, f"{a}__c1", 5, 1, documents=5),
-        CollectionInfo(b, f"{b}__c3", 1, 3, documents=1),
+        CollectionInfo(a, f"{a}__c1", 5, 1, documents=5, sparse=True),
+        CollectionInfo(b, f"{b}__c3", 1, 3, documents=1, sparse=True),
     ]
 
 
