@@ -306,10 +306,8 @@ class Points:
         dense = None
         if ranking.mode != "sparse" or vector is not None:
             dense = self._vector(vector if vector is not None else [], "query vector")
-        # Grouped, a document may fill several candidate slots with its chunks: fusion then
-        # draws on longer lists, so that `top_k` distinct documents remain after grouping.
-        candidates = max(4 * top_k, 32) if group else top_k
-        kwargs = query_kwargs(ranking, dense, sparse, candidates, build_filter(filter))
+        # Hybrid candidates are points (chunks): CDEQ_SEARCH__*_PREFETCH bound both lists.
+        kwargs = query_kwargs(ranking, dense, sparse, top_k, build_filter(filter))
         with translated_errors(f"searching {collection!r}", collection=collection):
             points = self._query(
                 name, group=group, limit=top_k, with_payload=True, with_vectors=False, **kwargs

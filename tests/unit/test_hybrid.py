@@ -455,7 +455,9 @@ def test_store_writes_and_searches_sparse_vectors(
     eye = np.eye(4, dtype=np.float32)
 
     def point(doc: str, i: int, sparse: SparseVector | None) -> PointRecord:
-        return PointRecord(doc, eye[i], f"text {doc}", {"i": i}, f"h{doc}", 1, sparse, 3)
+        return PointRecord(
+            doc, eye[i], f"text {doc}", {"i": i}, f"h{doc}", 1, sparse=sparse, sparse_terms=3
+        )
 
     store.upsert(
         physical,
