@@ -308,3 +308,27 @@ def test_a_rewrite_that_died_part_way_is_trimmed_in_full_when_it_runs_again(svc:
     assert stored() == [(0, 2), (1, 2)]
     write_points(svc, physical, version_of(4), trim=True)  # longer again: nothing to trim
     assert stored() == [(i, 4) for i in range(4)]
+
+
+@pytest.mark.parametrize("mode", ["sparse", "hybrid"])
+def test_sparse_and_hybrid_search_documents_by_their_best_chunk(svc: Cdeq, mode: str) -> None:
+    """BM25 vectors are per chunk, and the sparse and hybrid modes group by document like dense:
+    a code that only the last quarter of one long document holds finds that document first,
+    naming the chunk that holds it, and `top_k` counts distinct documents."""
+    docs = long_documents(6, seed=11)
+    text = str(docs[3]["text"])
+    at = len(text) * 7 // 8
+    cut = text.index(" ", at)
+    docs[3]["text"] = text[:cut] + " ZQX-4471-K" + text[cut:]
+    ingest_documents("long-hybrid", docs, service=svc)
+    index, chunk = chunk_holding(svc, str(docs[3]["text"]), cut + 1)
+    assert index > 0 and "ZQX-4471-K" in chunk
+    query = f"ZQX-4471-K {chunk}" if mode == "hybrid" else "ZQX-4471-K"
+    hits = search("long-hybrid", query, top_k=5, mode=mode, service=svc)
+    assert hits[0].document_id == "long-3"
+    assert hits[0].chunk_index == index and "ZQX-4471-K" in hits[0].payload["text"]
+    assert len({h.document_id for h in hits}) == len(hits)
+    chunks = search("long-hybrid", query, top_k=5, mode=mode, group=False, service=svc)
+    assert chunks[0].document_id == "long-3" and chunks[0].chunk_index == index
+    if mode == "hybrid":  # the dense list brings in other chunks; BM25 only those with a term
+        assert len(chunks) == 5 and len(hits) == 5
