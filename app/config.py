@@ -103,6 +103,12 @@ class IngestSettings(BaseModel):
         description="TTL of a context build's lock, renewed while the build runs: a dead "
         "builder's lock expires within this",
     )
+    context_lock_wait_s: float = Field(
+        10.0,
+        ge=0,
+        description="how long a batch waits for a context lock held by another worker before "
+        "it is retried (ContextNotReady)",
+    )
     job_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="how long job records are kept in Redis"
     )

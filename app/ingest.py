@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.deliveries import begin, crashed_reason, end, leased_jobs
+from app.deliveries import begin, count, crashed_reason, end, leased_jobs
 from app.documents import Document, validate_documents
 from app.errors import TRANSIENT_ERRORS, CdeqError, NotFound, StoreUnavailable
 from app.jobs import BatchOutcome, Corpus, JobStatus, Start, context_sample, split
@@ -295,7 +295,8 @@ def batch_failed(svc: Cdeq, batch: Batch, exc: BaseException, *, retries: int) -
     if isinstance(exc, TRANSIENT_ERRORS):
         if retries < settings.max_retries:
             return retry_countdown(retries, exc.retry_after_s, settings.retry_backoff_max_s)
-        reason = f"failed after {retries} retries: {exc}"
+        reason = f"failed after {retries} retries (CDEQ_INGEST__MAX_RETRIES): {exc}"
+        count(svc, retries_exhausted=1)
     elif isinstance(exc, CdeqError):
         reason = str(exc)
     else:  # a bug, not a fault of the input: keep the traceback in the log

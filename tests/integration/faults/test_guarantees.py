@@ -1,0 +1,155 @@
+"""Recovery guarantees, each pinned by a test that fails when its mechanism alone is removed
+(checked by removing it: the pairs are listed below and in docs/architecture.md).
+
+mechanism (where) → test
+- retry limit: tasks registered with Celery's max_retries=None, the policy stops at
+  CDEQ_INGEST__MAX_RETRIES (workers/celery_app.py `create_app`, app/ingest.py `batch_failed`)
+  → test_retry_limit_holds_under_a_stale_lock
+- a Redis fault while recording is not a crash (workers/celery_app.py `_Keeper.defer`)
+  → test_redis_fault_while_recording_is_not_counted_as_a_crash
+
+Real Redis, a real Celery worker in a thread of this test (solo pool), local Qdrant, the tiny
+model; leases, heartbeats and the reconciler run with short settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+
+from app.config import Settings
+from app.errors import StoreUnavailable
+from app.ingest import enqueue, job_status
+from app.jobs import BatchOutcome, RedisJobStore
+from app.locks import LOCK_KEY
+from app.model import CdeEmbedder
+from app.service import Cdeq
+from tests.helpers.builders import documents
+from tests.integration.conftest import redis_url
+from tests.integration.faults.conftest import finished, wait_for
+from workers.celery_app import create_app, set_worker_service
+
+REDIS_URL = redis_url(13)
+FAST = {
+    "lease_ttl_s": 1.0,
+    "heartbeat_s": 0.3,
+    "reconcile_interval_s": 0.5,
+    "retry_backoff_max_s": 1,
+    "context_lock_wait_s": 0.2,
+}
+
+
+@pytest.fixture()
+def clean_redis() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def _service(model: Path, qdrant: Path, embedder: Any, jobs: Any = None, **ingest: Any) -> Cdeq:
+    settings = Settings(
+        model={"name": str(model), "device": "cpu"},
+        redis={"url": REDIS_URL},
+        qdrant={"path": str(qdrant)},
+        ingest={"batch_size": 20, **FAST, **ingest},
+        context={"auto_rebuild": False},
+    )
+    return Cdeq(settings, embedder=embedder, jobs=jobs)
+
+
+@contextmanager
+def _worker(svc: Cdeq) -> Iterator[Cdeq]:
+    """A real Celery worker (solo pool) in a thread, sharing `svc` (local Qdrant is one
+    process's); its keeper renews leases and runs the reconciler."""
+    set_worker_service(svc)
+    try:
+        with start_worker(
+            create_app(svc.settings),
+            pool="solo",
+            perform_ping_check=False,
+            loglevel="WARNING",
+            shutdown_timeout=30,
+        ):
+            yield svc
+    finally:
+        set_worker_service(None)
+
+
+def _counters(svc: Cdeq) -> dict[str, int]:
+    assert isinstance(svc.jobs, RedisJobStore)
+    return svc.jobs.counters()
+
+
+# ---- retry limits ---------------------------------------------------------------------------------
+def test_retry_limit_holds_under_a_stale_lock(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    """A context lock held (by a dead holder) longer than every retry: the job fails with the
+    reason after CDEQ_INGEST__MAX_RETRIES retries (more than Celery's own default of 3), with
+    no lease expiry or re-delivery involved."""
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder, max_retries=4)
+    clean_redis.set(LOCK_KEY.format("stale"), "dead-holder", px=30 * 60 * 1000)
+    try:
+        with _worker(svc):
+            job_id = enqueue("stale", documents(10), service=svc)
+            status = wait_for(
+                "job failed", finished(lambda: job_status(job_id, service=svc)), timeout=30
+            )
+        assert (status.state, status.failed) == ("failed", 10), status
+        assert set(status.errors.values()) == {
+            "failed after 4 retries (CDEQ_INGEST__MAX_RETRIES): the context of 'stale' is "
+            "being built by another worker"
+        }
+        counters = _counters(svc)
+        assert counters.get("retries_exhausted") == 1, counters
+        assert counters.get("expired_leases", 0) == 0 and counters.get("redeliveries", 0) == 0
+    finally:
+        svc.close()
+
+
+class FlakyJobs(RedisJobStore):
+    """Real Redis job records whose first `record_batch` and first `end_delivery` raise as a
+    Redis outage would (nothing written)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client)
+        self.fail_record, self.fail_end = 1, 1
+
+    def record_batch(self, job_id: str, index: int, outcome: BatchOutcome) -> bool:
+        if self.fail_record > 0:
+            self.fail_record -= 1
+            raise StoreUnavailable("simulated: Redis went away", retry_after_s=0.1)
+        return super().record_batch(job_id, index, outcome)
+
+    def end_delivery(
+        self, job_id: str, index: int, token: str | None, *, keep_for_s: float = 0.0
+    ) -> None:
+        if self.fail_end > 0:
+            self.fail_end -= 1
+            raise StoreUnavailable("simulated: Redis went away", retry_after_s=0.1)
+        super().end_delivery(job_id, index, token, keep_for_s=keep_for_s)
+
+
+def test_redis_fault_while_recording_is_not_counted_as_a_crash(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    jobs = FlakyJobs(redis.Redis.from_url(REDIS_URL))
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder, jobs=jobs)
+    try:
+        with _worker(svc):
+            job_id = enqueue("flaky", documents(10), service=svc)
+            status = wait_for("job done", finished(lambda: job_status(job_id, service=svc)))
+        assert (status.state, status.succeeded) == ("done", 10), status
+        assert (jobs.fail_record, jobs.fail_end) == (0, 0)  # both faults happened
+        counters = _counters(svc)
+        assert counters.get("redeliveries", 0) == 0, counters  # no crash counted
+    finally:
+        svc.close()
