@@ -23,7 +23,7 @@ from typing import Any
 
 from app.deliveries import begin, count, crashed_reason, end, leased_jobs
 from app.documents import Document, validate_documents
-from app.errors import TRANSIENT_ERRORS, CdeqError, NotFound, StoreUnavailable
+from app.errors import TRANSIENT_ERRORS, CdeqError, ModelMismatch, NotFound, StoreUnavailable
 from app.jobs import BatchOutcome, Corpus, JobStatus, Start, context_sample, split
 from app.lifecycle import after_ingest_job
 from app.model import Progress
@@ -220,6 +220,7 @@ def store_documents(
     """Context (built on first use) → stage 2 → upsert. Deterministic point ids make a
     repeated call overwrite instead of duplicating."""
     context = svc.contexts.ensure(collection, corpus, population)
+    stamp = svc.contexts.writer_fingerprint(context)
     embedder = svc.embedder
     embeddings = embedder.embed_documents([d.text for d in documents], context.dataset_embeddings)
     svc.store.upsert(
@@ -232,6 +233,7 @@ def store_documents(
                 metadata=d.metadata,
                 content_hash=d.content_hash,
                 context_version=context.version,
+                model_fingerprint=stamp,
             )
             for d, vector in zip(documents, embeddings.vectors, strict=True)
         ],
@@ -299,6 +301,8 @@ def batch_failed(svc: Cdeq, batch: Batch, exc: BaseException, *, retries: int) -
         count(svc, retries_exhausted=1)
     elif isinstance(exc, CdeqError):
         reason = str(exc)
+        if isinstance(exc, ModelMismatch):  # refused to write another model's vectors
+            count(svc, model_mismatches=1)
     else:  # a bug, not a fault of the input: keep the traceback in the log
         log.error("job %s batch %d: internal error", batch.job_id, batch.index, exc_info=exc)
         reason = f"internal error: {type(exc).__name__}: {exc}"

@@ -18,6 +18,7 @@ from app.errors import (
     Conflict,
     ContextNotReady,
     InvalidInput,
+    ModelMismatch,
     NotFound,
 )
 from app.jobs import BatchOutcome
@@ -60,13 +61,7 @@ def finish_rebuild(svc: Cdeq, collection: str, job_id: str) -> None:
                     f"{collection!r} keeps changing; the rebuild finishes on the next try",
                     retry_after_s=5.0,
                 )
-            have, want = store.count_physical(target.physical), store.count_physical(source)
-            if have != want:
-                raise ContextNotReady(
-                    f"version {target.version} of {collection!r} holds {have} documents, the "
-                    f"live one {want}; the rebuild finishes on the next try",
-                    retry_after_s=2.0,
-                )
+            have = verify_version(svc, collection, target, store.count_physical(source))
             record = store.load_context(collection, target.version)
             if record is None:
                 raise ContextNotReady(f"context {target.version} of {collection!r} vanished")
@@ -82,6 +77,29 @@ def finish_rebuild(svc: Cdeq, collection: str, job_id: str) -> None:
         target.version,
         removed,
     )
+
+
+def verify_version(svc: Cdeq, collection: str, target: Context, want: int) -> int:
+    """Before `target` goes live: it holds `want` documents (ContextNotReady: try again) and
+    every one was written by its model (ModelMismatch, when its context records one). Returns
+    the count."""
+    store = svc.store
+    have = store.count_physical(target.physical)
+    if have != want:
+        raise ContextNotReady(
+            f"version {target.version} of {collection!r} holds {have} documents, the "
+            f"live one {want}; the rebuild finishes on the next try",
+            retry_after_s=2.0,
+        )
+    if target.fingerprint:
+        other = store.count_other_model(target.physical, target.fingerprint)
+        if other:
+            raise ModelMismatch(
+                f"version {target.version} of {collection!r}: {other} of its {have} documents "
+                f"were not written by its model {target.model_id!r} (fingerprint "
+                f"{target.fingerprint[:12]}); run every worker with that model"
+            )
+    return have
 
 
 def catch_up(svc: Cdeq, collection: str, source: str, target: Context) -> int:
@@ -119,6 +137,7 @@ def write_stored(
     missing = [d.document_id for d in docs if d.text is None]
     if missing:
         raise Conflict(_no_text_message(collection, missing[:5]))
+    stamp = svc.contexts.writer_fingerprint(target)  # never another model's vectors in it
     embeddings = svc.embedder.embed_documents(
         [d.text or "" for d in docs], target.dataset_embeddings
     )
@@ -132,6 +151,7 @@ def write_stored(
                 metadata=d.metadata,
                 content_hash=d.content_hash,
                 context_version=target.version,
+                model_fingerprint=stamp,
             )
             for d, vector in zip(docs, embeddings.vectors, strict=True)
         ],
@@ -166,6 +186,11 @@ def mirror_documents(
             write_stored(svc, collection, stored, target)
         except NotFound:  # the rebuild was abandoned and its collection dropped meanwhile
             log.info("version %d of %r is gone; not mirrored", target.version, collection)
+        except ModelMismatch as exc:
+            if target.physical == store.resolve(collection):
+                raise  # the live version: this batch fails with the reason
+            # A rebuild onto another model: its finish re-embeds these (catch-up).
+            log.warning("not mirrored into the rebuild of %r: %s", collection, exc)
 
 
 # ---- helpers ------------------------------------------------------------------------------------------

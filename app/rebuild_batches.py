@@ -26,6 +26,7 @@ from app.errors import (
     CdeqError,
     Conflict,
     ContextNotReady,
+    ModelMismatch,
     NotFound,
     StoreUnavailable,
 )
@@ -108,6 +109,8 @@ def rebuild_failed(
         count(svc, retries_exhausted=1)
     elif isinstance(exc, CdeqError):
         reason = str(exc)
+        if isinstance(exc, ModelMismatch):  # refused to write another model's vectors
+            count(svc, model_mismatches=1)
     else:
         log.error("rebuild %s batch %d: internal error", batch.job_id, batch.index, exc_info=exc)
         reason = f"internal error: {type(exc).__name__}: {exc}"

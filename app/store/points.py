@@ -205,6 +205,8 @@ class Points:
         }
         if self._core.store_text and record.text is not None:
             payload["text"] = record.text
+        if record.model_fingerprint:  # which model wrote it, checked before a version goes live
+            payload["model_fingerprint"] = record.model_fingerprint
         return payload
 
 

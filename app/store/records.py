@@ -58,6 +58,7 @@ class PointRecord:
     metadata: dict[str, Any]
     content_hash: str
     context_version: int
+    model_fingerprint: str = ""  # the writing model's weights fingerprint ("" = not stamped)
 
 
 @dataclass(frozen=True)

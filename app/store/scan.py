@@ -103,6 +103,19 @@ class Scan:
         with translated_errors(f"counting {physical!r}", collection=physical):
             return int(self._core.client.count(physical, exact=True).count)
 
+    def count_other_model(self, physical: str, fingerprint: str) -> int:
+        """Points of ``physical`` not stamped with the model ``fingerprint`` (unstamped ones
+        included)."""
+        self._check(physical)
+        stamped = models.FieldCondition(
+            key="model_fingerprint", match=models.MatchValue(value=fingerprint)
+        )
+        with translated_errors(f"counting {physical!r}", collection=physical):
+            found = self._core.client.count(
+                physical, count_filter=models.Filter(must_not=[stamped]), exact=True
+            )
+        return int(found.count)
+
     def drop(self, physical: str) -> None:
         """Delete ``physical`` (nothing when it is already gone)."""
         self._check(physical)

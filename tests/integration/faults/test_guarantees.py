@@ -7,6 +7,11 @@ mechanism (where) → test
   → test_retry_limit_holds_under_a_stale_lock
 - a Redis fault while recording is not a crash (workers/celery_app.py `_Keeper.defer`)
   → test_redis_fault_while_recording_is_not_counted_as_a_crash
+- the fingerprint check on every write into a version (app/contexts.py
+  `writer_fingerprint`, called by app/ingest.py `store_documents` and app/rebuild.py
+  `write_stored`) → test_a_rebuild_write_by_another_model_is_refused
+- the finish verifies every point's model before the swap (app/rebuild.py `verify_version`)
+  → test_the_finish_refuses_a_version_holding_another_models_vectors
 
 Real Redis, a real Celery worker in a thread of this test (solo pool), local Qdrant, the tiny
 model; leases, heartbeats and the reconciler run with short settings.
@@ -24,12 +29,16 @@ import redis
 from celery.contrib.testing.worker import start_worker
 
 from app.config import Settings
-from app.errors import StoreUnavailable
-from app.ingest import enqueue, job_status
+from app.errors import ModelMismatch, StoreUnavailable
+from app.ingest import enqueue, ingest_documents, job_status
 from app.jobs import BatchOutcome, RedisJobStore
+from app.lifecycle import rebuild_context
 from app.locks import LOCK_KEY
 from app.model import CdeEmbedder
+from app.model.tiny import make_checkpoint
+from app.rebuild_batches import RebuildBatch, run_rebuild_batch
 from app.service import Cdeq
+from app.store import PointRecord
 from tests.helpers.builders import documents
 from tests.integration.conftest import redis_url
 from tests.integration.faults.conftest import finished, wait_for
@@ -151,5 +160,81 @@ def test_redis_fault_while_recording_is_not_counted_as_a_crash(
         assert (jobs.fail_record, jobs.fail_end) == (0, 0)  # both faults happened
         counters = _counters(svc)
         assert counters.get("redeliveries", 0) == 0, counters  # no crash counted
+    finally:
+        svc.close()
+
+
+# ---- one model per version ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def other_embedder(tmp_path_factory: pytest.TempPathFactory) -> CdeEmbedder:
+    """Another tiny model (other weights, same size): a worker that was not upgraded."""
+    folder = make_checkpoint(tmp_path_factory.mktemp("other-model"), size="tiny", seed=2)
+    return CdeEmbedder.from_pretrained(folder, device="cpu", dtype="float32")
+
+
+def _queued_rebuild(svc: Cdeq, name: str, n: int) -> tuple[str, list[RebuildBatch]]:
+    """`n` documents ingested here (version 1), then a rebuild queued for nobody: its steps,
+    for the test to run as workers would."""
+    assert ingest_documents(name, documents(n), service=svc).succeeded == n
+    job_id = rebuild_context(name, service=svc)
+    assert isinstance(svc.jobs, RedisJobStore)
+    steps = []
+    for index in range(job_status(job_id, service=svc).batches):
+        loaded = svc.jobs.load_batch(job_id, index)
+        assert loaded is not None
+        steps.append(RebuildBatch(job_id, name, index, [str(p) for p in loaded[1]]))
+    return job_id, steps
+
+
+def test_a_rebuild_write_by_another_model_is_refused(
+    tiny_model_dir: Path,
+    embedder: CdeEmbedder,
+    other_embedder: CdeEmbedder,
+    tmp_path: Path,
+    clean_redis: redis.Redis,
+) -> None:
+    """Two workers, two models: the one whose model is not the new version's writes nothing."""
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder)
+    other = Cdeq(svc.settings, embedder=other_embedder, store=svc.store, jobs=svc.jobs)
+    try:
+        _, steps = _queued_rebuild(svc, "mixed", 40)  # 2 batches and the finish
+        run_rebuild_batch(svc, steps[0])  # builds version 2 with this model
+        with pytest.raises(ModelMismatch, match="was embedded with model"):
+            run_rebuild_batch(other, steps[1])
+        assert svc.store.count_physical("mixed__c2") == 20  # the other model wrote nothing
+        assert svc.store.count_other_model("mixed__c2", embedder.fingerprint) == 0
+    finally:
+        svc.close()
+
+
+def test_the_finish_refuses_a_version_holding_another_models_vectors(
+    tiny_model_dir: Path,
+    embedder: CdeEmbedder,
+    other_embedder: CdeEmbedder,
+    tmp_path: Path,
+    clean_redis: redis.Redis,
+) -> None:
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder)
+    try:
+        _, steps = _queued_rebuild(svc, "stamped", 40)
+        for step in steps[:-1]:
+            run_rebuild_batch(svc, step)
+        # A worker without the write check (an older cdeq) overwrote one document.
+        target = svc.contexts.at_version("stamped", 2)
+        doc = svc.store.fetch_stored("stamped__c1", steps[1].point_ids[:1])[0]
+        vector = other_embedder.embed_documents([doc.text or ""], target.dataset_embeddings)
+        record = PointRecord(
+            doc.document_id,
+            vector.vectors[0],
+            doc.text,
+            doc.metadata,
+            doc.content_hash,
+            2,
+            model_fingerprint=other_embedder.fingerprint,
+        )
+        svc.store.upsert("stamped__c2", [record])
+        with pytest.raises(ModelMismatch, match="1 of its 40 documents were not written by"):
+            run_rebuild_batch(svc, steps[-1])
+        assert svc.store.resolve("stamped") == "stamped__c1"  # no swap
     finally:
         svc.close()
