@@ -11,9 +11,11 @@ What one pass does:
 1. expired leases → the batch is queued again (`reconciled_batches`, `expired_leases`);
 2. a job whose batches were not all queued (Redis failed during `enqueue`) → its remaining
    batches are queued, once `lease_ttl_s` has passed since it was recorded;
-3. a job with nothing leased, nothing waiting in the queue and no activity for `lease_ttl_s`
-   (its messages were lost, e.g. Redis restarted without them) → its remaining batches are
-   queued again; if it still has no activity after `job_deadline_s`, they fail with a reason.
+3. a job with nothing leased, no message of its own waiting in the queue (or held by a
+   worker) and no activity for `lease_ttl_s` (its messages were lost, e.g. Redis restarted
+   without them) → its remaining batches are queued again; if it still has no activity after
+   `job_deadline_s`, they fail with a reason. Decided per job: other jobs' messages waiting
+   in a busy queue never hold it back.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from app.errors import NotFound
 from app.ingest import Batch, fail_batch, leased_jobs
 from app.jobs import JobKind, JobProgress
-from app.queue import queued_messages
+from app.queue import queued_jobs
 from app.rebuild_batches import give_up
 from app.service import Cdeq
 
@@ -119,7 +121,7 @@ def reconcile(*, service: Cdeq, force: bool = False) -> ReconcileReport:
     # 2 and 3. unfinished jobs with nothing in flight
     now = time.time()
     leased = jobs.leased_jobs()
-    waiting = queued_messages(service.redis) if service.redis is not None else 0
+    waiting: set[str] | None = None  # jobs with a message in the queue, read once if needed
     just_requeued = {job_id for job_id, _ in report.requeued}
     for job_id in jobs.active_jobs():
         job = jobs.progress(job_id)
@@ -131,10 +133,12 @@ def reconcile(*, service: Cdeq, force: bool = False) -> ReconcileReport:
                 _requeue(service, job_id, job.kind, _to_requeue(job), report)
                 jobs.mark_dispatched(job_id, redispatched=True)
             continue
-        if waiting > 0:  # its batches may still be waiting in the queue
-            continue
         last_activity = max(job.activity_at, job.created_at)
         if now - max(last_activity, job.redispatched_at) < settings.lease_ttl_s:
+            continue
+        if waiting is None:
+            waiting = queued_jobs(service.redis) if service.redis is not None else set()
+        if job_id in waiting:  # its own batches wait in the queue (busy, not lost)
             continue
         if now - last_activity >= settings.job_deadline_s:
             reason = _deadline_reason(settings.job_deadline_s)

@@ -12,6 +12,8 @@ mechanism (where) → test
   `write_stored`) → test_a_rebuild_write_by_another_model_is_refused
 - the finish verifies every point's model before the swap (app/rebuild.py `verify_version`)
   → test_the_finish_refuses_a_version_holding_another_models_vectors
+- the reconciler decides per job whether its messages wait (app/reconcile.py, app/queue.py
+  `queued_jobs`) → test_lost_messages_are_requeued_while_other_jobs_wait_in_the_queue
 
 Real Redis, a real Celery worker in a thread of this test (solo pool), local Qdrant, the tiny
 model; leases, heartbeats and the reconciler run with short settings.
@@ -36,7 +38,9 @@ from app.lifecycle import rebuild_context
 from app.locks import LOCK_KEY
 from app.model import CdeEmbedder
 from app.model.tiny import make_checkpoint
+from app.queue import INGEST_QUEUE
 from app.rebuild_batches import RebuildBatch, run_rebuild_batch
+from app.reconcile import reconcile
 from app.service import Cdeq
 from app.store import PointRecord
 from tests.helpers.builders import documents
@@ -236,5 +240,28 @@ def test_the_finish_refuses_a_version_holding_another_models_vectors(
         with pytest.raises(ModelMismatch, match="1 of its 40 documents were not written by"):
             run_rebuild_batch(svc, steps[-1])
         assert svc.store.resolve("stamped") == "stamped__c1"  # no swap
+    finally:
+        svc.close()
+
+
+# ---- the reconciler -----------------------------------------------------------------------------
+def test_lost_messages_are_requeued_while_other_jobs_wait_in_the_queue(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    """A busy queue (another job's batches waiting, no worker yet) does not hide a job whose
+    messages were lost: it is queued again, the waiting one is left alone."""
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder)
+    try:
+        lost = enqueue("lost", documents(10), service=svc)
+        clean_redis.delete(INGEST_QUEUE)  # as a Redis restart without them would
+        busy = enqueue("busy", documents(40), service=svc)
+        assert clean_redis.llen(INGEST_QUEUE) == 2
+        requeued = wait_for(
+            "the lost job re-queued",
+            lambda: reconcile(service=svc, force=True).requeued,
+            timeout=20,
+        )
+        assert requeued == [(lost, 0)]
+        assert busy not in {job for job, _ in reconcile(service=svc, force=True).requeued}
     finally:
         svc.close()
