@@ -61,6 +61,7 @@ from app.rebuild import (
     rebuild_seed,
     require_texts,
     sample_documents,
+    verify_version,
     version_of,
 )
 from app.rebuild_batches import RebuildBatch, dispatch, run_here
@@ -363,6 +364,8 @@ def rollback(collection: str, *, service: Cdeq) -> int:
         for _ in range(CATCH_UP_PASSES):
             if catch_up(service, collection, live, previous) == 0:
                 break
+        # As a rebuild's finish: every live document there, written by its model, or no swap.
+        verify_version(service, collection, previous, store.count_physical(live), unstamped=False)
         store.set_alias(collection, previous.physical)
         service.contexts.forget(collection)
     log.info("rolled %r back from version %d to %d", collection, version, previous.version)

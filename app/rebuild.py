@@ -79,20 +79,23 @@ def finish_rebuild(svc: Cdeq, collection: str, job_id: str) -> None:
     )
 
 
-def verify_version(svc: Cdeq, collection: str, target: Context, want: int) -> int:
-    """Before `target` goes live: it holds `want` documents (ContextNotReady: try again) and
-    every one was written by its model (ModelMismatch, when its context records one). Returns
-    the count."""
+def verify_version(
+    svc: Cdeq, collection: str, target: Context, want: int, *, unstamped: bool = True
+) -> int:
+    """Before `target` goes live (a rebuild's finish, a rollback): it holds `want` documents
+    (ContextNotReady: try again) and every one was written by its model (ModelMismatch, when
+    its context records one; `unstamped=False` lets points written before stamps pass, for
+    versions as old as that). Returns the count."""
     store = svc.store
     have = store.count_physical(target.physical)
     if have != want:
         raise ContextNotReady(
             f"version {target.version} of {collection!r} holds {have} documents, the "
-            f"live one {want}; the rebuild finishes on the next try",
+            f"live one {want}: not made live; the next try catches up again",
             retry_after_s=2.0,
         )
     if target.fingerprint:
-        other = store.count_other_model(target.physical, target.fingerprint)
+        other = store.count_other_model(target.physical, target.fingerprint, unstamped=unstamped)
         if other:
             raise ModelMismatch(
                 f"version {target.version} of {collection!r}: {other} of its {have} documents "

@@ -282,9 +282,10 @@ class QdrantStore:
         """Exact number of points in the physical collection ``physical``."""
         return self._scan.count(physical)
 
-    def count_other_model(self, physical: str, fingerprint: str) -> int:
-        """Points of ``physical`` that the model ``fingerprint`` did not write."""
-        return self._scan.count_other_model(physical, fingerprint)
+    def count_other_model(self, physical: str, fingerprint: str, *, unstamped: bool = True) -> int:
+        """Points of ``physical`` that the model ``fingerprint`` did not write (with
+        `unstamped`, those written before points were stamped count too)."""
+        return self._scan.count_other_model(physical, fingerprint, unstamped=unstamped)
 
     def drop_physical(self, physical: str) -> None:
         """Delete one physical collection (never the live one: callers check)."""

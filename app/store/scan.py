@@ -103,16 +103,19 @@ class Scan:
         with translated_errors(f"counting {physical!r}", collection=physical):
             return int(self._core.client.count(physical, exact=True).count)
 
-    def count_other_model(self, physical: str, fingerprint: str) -> int:
-        """Points of ``physical`` not stamped with the model ``fingerprint`` (unstamped ones
-        included)."""
+    def count_other_model(self, physical: str, fingerprint: str, *, unstamped: bool) -> int:
+        """Points of ``physical`` stamped with another model than ``fingerprint``, and with
+        ``unstamped`` those without a stamp too."""
         self._check(physical)
-        stamped = models.FieldCondition(
-            key="model_fingerprint", match=models.MatchValue(value=fingerprint)
-        )
+        key = "model_fingerprint"
+        other: list[models.Condition] = [
+            models.FieldCondition(key=key, match=models.MatchValue(value=fingerprint))
+        ]
+        if not unstamped:
+            other.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=key)))
         with translated_errors(f"counting {physical!r}", collection=physical):
             found = self._core.client.count(
-                physical, count_filter=models.Filter(must_not=[stamped]), exact=True
+                physical, count_filter=models.Filter(must_not=other), exact=True
             )
         return int(found.count)
 

@@ -12,6 +12,8 @@ mechanism (where) → test
   `write_stored`) → test_a_rebuild_write_by_another_model_is_refused
 - the finish verifies every point's model before the swap (app/rebuild.py `verify_version`)
   → test_the_finish_refuses_a_version_holding_another_models_vectors
+- rollback verifies counts before its swap, as a rebuild's finish (app/lifecycle.py
+  `rollback` → app/rebuild.py `verify_version`) → test_rollback_refuses_an_incomplete_version
 - the reconciler decides per job whether its messages wait (app/reconcile.py, app/queue.py
   `queued_jobs`) → test_lost_messages_are_requeued_while_other_jobs_wait_in_the_queue
 
@@ -30,11 +32,11 @@ import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
-from app.config import Settings
-from app.errors import ModelMismatch, StoreUnavailable
+from app.config import QdrantSettings, Settings
+from app.errors import ContextNotReady, ModelMismatch, StoreUnavailable
 from app.ingest import enqueue, ingest_documents, job_status
 from app.jobs import BatchOutcome, RedisJobStore
-from app.lifecycle import rebuild_context
+from app.lifecycle import rebuild_context, rollback
 from app.locks import LOCK_KEY
 from app.model import CdeEmbedder
 from app.model.tiny import make_checkpoint
@@ -42,7 +44,8 @@ from app.queue import INGEST_QUEUE
 from app.rebuild_batches import RebuildBatch, run_rebuild_batch
 from app.reconcile import reconcile
 from app.service import Cdeq
-from app.store import PointRecord
+from app.store import PointRecord, QdrantStore
+from migrations import migrate
 from tests.helpers.builders import documents
 from tests.integration.conftest import redis_url
 from tests.integration.faults.conftest import finished, wait_for
@@ -263,5 +266,45 @@ def test_lost_messages_are_requeued_while_other_jobs_wait_in_the_queue(
         )
         assert requeued == [(lost, 0)]
         assert busy not in {job for job, _ in reconcile(service=svc, force=True).requeued}
+    finally:
+        svc.close()
+
+
+# ---- rollback ---------------------------------------------------------------------------------------
+class LosingStore(QdrantStore):
+    """Local Qdrant where writes of document `lost` into `physical` never land (a write lost
+    on the way, so a catch-up cannot converge)."""
+
+    physical = ""
+    lost = ""
+
+    def upsert(self, physical: str, points: Any) -> None:
+        if physical == self.physical:
+            points = [p for p in points if p.document_id != self.lost]
+        super().upsert(physical, points)
+
+
+def test_rollback_refuses_an_incomplete_version(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path
+) -> None:
+    settings = Settings(
+        model={"name": str(tiny_model_dir), "device": "cpu"},
+        qdrant={"path": str(tmp_path / "qdrant")},
+        ingest={"batch_size": 20},
+        context={"auto_rebuild": False},
+    )
+    store = LosingStore.from_settings(QdrantSettings(path=str(tmp_path / "qdrant")), dim=64)
+    migrate(store)
+    svc = Cdeq(settings, embedder=embedder, store=store)  # in-process: no Redis
+    try:
+        assert ingest_documents("rb", documents(40), service=svc).succeeded == 40
+        rebuild_context("rb", service=svc)
+        assert svc.store.resolve("rb") == "rb__c2"
+        late = [{"id": "late", "text": "a document ingested after the swap"}]
+        assert ingest_documents("rb", late, service=svc).succeeded == 1
+        store.physical, store.lost = "rb__c1", "late"  # the catch-up of version 1 loses it
+        with pytest.raises(ContextNotReady, match="holds 40 documents, the live one 41"):
+            rollback("rb", service=svc)
+        assert svc.store.resolve("rb") == "rb__c2"  # no swap to a version missing a document
     finally:
         svc.close()
