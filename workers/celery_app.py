@@ -438,6 +438,11 @@ def _load_model_after_fork(**_: Any) -> None:
         log.info("model %s loaded on %s", embedder.model_id, embedder.device)
     except CdeqError as exc:  # reported again, with its reason, on the first task
         log.error("could not load the model: %s", exc)
+    if not _runtime.settings.qdrant.url:  # take the local folder now and hold it
+        try:
+            worker_service().store  # noqa: B018
+        except CdeqError as exc:  # reported again, with its reason, on the first task
+            log.error("could not open the local Qdrant folder: %s", exc)
     # After the model: the keeper's first pass must not race the pool process's start-up.
     _keeper.start()
 

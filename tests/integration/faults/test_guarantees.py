@@ -14,6 +14,8 @@ mechanism (where) → test
   → test_the_finish_refuses_a_version_holding_another_models_vectors
 - rollback verifies counts before its swap, as a rebuild's finish (app/lifecycle.py
   `rollback` → app/rebuild.py `verify_version`) → test_rollback_refuses_an_incomplete_version
+- a worker holds its local folder from its start (app/cli/workers.py `hold_local_folder`)
+  → test_a_second_worker_on_the_same_local_folder_exits_5_at_once
 - the reconciler decides per job whether its messages wait (app/reconcile.py, app/queue.py
   `queued_jobs`) → test_lost_messages_are_requeued_while_other_jobs_wait_in_the_queue
 
@@ -23,6 +25,8 @@ model; leases, heartbeats and the reconciler run with short settings.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +36,7 @@ import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
+from app.cli.workers import hold_local_folder
 from app.config import QdrantSettings, Settings
 from app.errors import ContextNotReady, ModelMismatch, StoreUnavailable
 from app.ingest import enqueue, ingest_documents, job_status
@@ -46,9 +51,9 @@ from app.reconcile import reconcile
 from app.service import Cdeq
 from app.store import PointRecord, QdrantStore
 from migrations import migrate
-from tests.helpers.builders import documents
+from tests.helpers.builders import ROOT, documents
 from tests.integration.conftest import redis_url
-from tests.integration.faults.conftest import finished, wait_for
+from tests.integration.faults.conftest import Workers, finished, wait_for
 from workers.celery_app import create_app, set_worker_service
 
 REDIS_URL = redis_url(13)
@@ -308,3 +313,33 @@ def test_rollback_refuses_an_incomplete_version(
         assert svc.store.resolve("rb") == "rb__c2"  # no swap to a version missing a document
     finally:
         svc.close()
+
+
+# ---- one worker per local folder ----------------------------------------------------------------------
+def test_a_second_worker_on_the_same_local_folder_exits_5_at_once(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The first worker holds the folder from its start (before its pool process opens it):
+    a second one is refused at once, naming the folder."""
+    settings = Settings(
+        model={"name": str(tiny_model_dir), "device": "cpu"},
+        redis={"url": REDIS_URL},
+        qdrant={"path": str(tmp_path / "qdrant")},
+    )
+    first = hold_local_folder(settings)  # what `cdeq worker` takes before anything else
+    assert first is not None
+    try:
+        env = Workers(tmp_path, tiny_model_dir).env(REDIS_URL)
+        second = subprocess.run(
+            [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        first.close()
+    assert second.returncode == 5, second.stderr
+    assert "is held by another cdeq worker" in second.stderr
+    assert str(tmp_path / "qdrant") in second.stderr
