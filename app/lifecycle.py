@@ -124,9 +124,13 @@ def context_info(
     growth = points_now / max(record.points_at_build, 1)
     drift_value = None
     if drift:
+        # Stage 1 of another model says nothing about this context: refuse, as search does.
+        service.contexts.current(collection)
         n = drift_sample or service.settings.context.drift_sample
         drift_value = _drift(service, live, record, n, rebuild_seed(service, seed))
     marker = store.load_rebuild_marker(collection)
+    if marker is not None and service.queued and not job_active(service, marker.job_id):
+        marker = None  # an orphan (its job ended or is gone): the reconciler clears it
     return ContextInfo(
         collection=collection,
         version=version,
