@@ -15,7 +15,9 @@ What one pass does:
    worker) and no activity for `lease_ttl_s` (its messages were lost, e.g. Redis restarted
    without them) → its remaining batches are queued again; if it still has no activity after
    `job_deadline_s`, they fail with a reason. Decided per job: other jobs' messages waiting
-   in a busy queue never hold it back.
+   in a busy queue never hold it back;
+4. a rebuild marker whose job is gone or finished → its unfinished version removed, the
+   marker cleared, logged and counted (`orphan_rebuilds`).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from app.errors import NotFound
+from app.errors import CdeqError, NotFound
 from app.ingest import Batch, fail_batch, leased_jobs
 from app.jobs import JobKind, JobProgress
 from app.queue import queued_jobs
+from app.rebuild import abandon
 from app.rebuild_batches import give_up
 from app.service import Cdeq
+from app.store import RebuildMarker
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ class ReconcileReport:
     expired_leases: int = 0
     requeued: list[tuple[str, int]] = field(default_factory=list)  # (job id, batch index)
     failed_jobs: list[str] = field(default_factory=list)
+    orphan_markers: list[str] = field(default_factory=list)  # collections whose marker went
     skipped: bool = False  # another reconciler ran moments ago
 
     def to_dict(self) -> dict[str, object]:
@@ -48,6 +53,7 @@ class ReconcileReport:
             "expired_leases": self.expired_leases,
             "requeued_batches": len(self.requeued),
             "failed_jobs": self.failed_jobs,
+            "orphan_markers": self.orphan_markers,
             "skipped": self.skipped,
         }
 
@@ -152,5 +158,52 @@ def reconcile(*, service: Cdeq, force: bool = False) -> ReconcileReport:
         _requeue(service, job_id, job.kind, _to_requeue(job), report)
         jobs.mark_dispatched(job_id, redispatched=True)
 
-    jobs.count(reconciled_batches=len(report.requeued))
+    _clear_orphan_markers(service, report)
+    jobs.count(reconciled_batches=len(report.requeued), orphan_rebuilds=len(report.orphan_markers))
     return report
+
+
+def _orphan(svc: Cdeq, marker: RebuildMarker) -> str | None:
+    """Why `marker` belongs to no running rebuild (None while its job runs)."""
+    try:
+        status = svc.jobs.status(marker.job_id)
+    except NotFound:
+        return f"its job {marker.job_id} is gone (Redis emptied, or the record expired)"
+    if not status.finished:
+        return None
+    return f"its job {marker.job_id} ended ({status.state}) without clearing it"
+
+
+def _clear_orphan_markers(svc: Cdeq, report: ReconcileReport) -> None:
+    """4. a rebuild marker whose job is gone or finished (its worker or Redis lost it): its
+    unfinished version is removed and the marker cleared, under the collection's lock, so
+    ingests stop writing that version and `context show` stops showing a rebuild. Local
+    storage is only looked at by the process that has it open (a worker)."""
+    if not svc.settings.qdrant.url and not svc.has("store"):
+        return
+    try:
+        marked = svc.store.rebuild_markers()
+    except CdeqError as exc:  # the store is not ours to open here, or down: next pass
+        log.warning("reconciler: could not list rebuild markers: %s", exc)
+        return
+    for collection in marked:
+        try:
+            marker = svc.store.load_rebuild_marker(collection)
+            if marker is None or _orphan(svc, marker) is None:
+                continue
+            with svc.locks(collection):
+                marker = svc.store.load_rebuild_marker(collection)
+                reason = _orphan(svc, marker) if marker is not None else None
+                if marker is None or reason is None:
+                    continue
+                abandon(svc, marker)
+        except CdeqError as exc:
+            log.warning("reconciler: rebuild marker of %r left for now: %s", collection, exc)
+            continue
+        log.warning(
+            "rebuild marker of %r cleared: %s; its version %d removed unless live",
+            collection,
+            reason,
+            marker.target_version,
+        )
+        report.orphan_markers.append(collection)

@@ -262,6 +262,10 @@ class QdrantStore:
         """The rebuild of ``collection`` in progress, or None."""
         return self._contexts.load_marker(collection)
 
+    def rebuild_markers(self) -> list[str]:
+        """The collections with a rebuild marker (running or orphaned rebuilds)."""
+        return self._contexts.marked_collections()
+
     def clear_rebuild_marker(self, collection: str) -> None:
         """Forget the rebuild marker of ``collection`` (nothing when absent)."""
         self._contexts.clear_marker(collection)

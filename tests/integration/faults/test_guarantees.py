@@ -16,6 +16,8 @@ mechanism (where) → test
   `rollback` → app/rebuild.py `verify_version`) → test_rollback_refuses_an_incomplete_version
 - a worker holds its local folder from its start (app/cli/workers.py `hold_local_folder`)
   → test_a_second_worker_on_the_same_local_folder_exits_5_at_once
+- orphan rebuild markers are cleared by the reconciler (app/reconcile.py
+  `_clear_orphan_markers`) → test_an_orphan_rebuild_marker_is_cleared_with_its_version
 - the reconciler decides per job whether its messages wait (app/reconcile.py, app/queue.py
   `queued_jobs`) → test_lost_messages_are_requeued_while_other_jobs_wait_in_the_queue
 
@@ -41,7 +43,7 @@ from app.config import QdrantSettings, Settings
 from app.errors import ContextNotReady, ModelMismatch, StoreUnavailable
 from app.ingest import enqueue, ingest_documents, job_status
 from app.jobs import BatchOutcome, RedisJobStore
-from app.lifecycle import rebuild_context, rollback
+from app.lifecycle import context_info, rebuild_context, rollback
 from app.locks import LOCK_KEY
 from app.model import CdeEmbedder
 from app.model.tiny import make_checkpoint
@@ -343,3 +345,27 @@ def test_a_second_worker_on_the_same_local_folder_exits_5_at_once(
     assert second.returncode == 5, second.stderr
     assert "is held by another cdeq worker" in second.stderr
     assert str(tmp_path / "qdrant") in second.stderr
+
+
+def test_an_orphan_rebuild_marker_is_cleared_with_its_version(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    """A rebuild whose job record is gone (Redis emptied) leaves its marker and a half-made
+    version: the reconciler removes both, logs and counts it; ingests then write only the
+    live version."""
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder)
+    try:
+        job_id, steps = _queued_rebuild(svc, "orphan", 40)
+        run_rebuild_batch(svc, steps[0])  # version 2 exists, half written
+        clean_redis.delete(*clean_redis.keys(f"cdeq:job:{job_id}*"))
+        clean_redis.srem("cdeq:jobs:active", job_id)
+        assert context_info("orphan", service=svc).rebuild is None  # not shown as running
+        report = reconcile(service=svc, force=True)
+        assert report.orphan_markers == ["orphan"]
+        assert svc.store.load_rebuild_marker("orphan") is None
+        assert svc.store.physical_collections("orphan") == ["orphan__c1"]
+        assert svc.store.load_context("orphan", 2) is None
+        assert _counters(svc).get("orphan_rebuilds") == 1
+        assert reconcile(service=svc, force=True).orphan_markers == []  # once
+    finally:
+        svc.close()
