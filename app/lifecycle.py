@@ -64,7 +64,7 @@ from app.rebuild import (
     verify_version,
     version_of,
 )
-from app.rebuild_batches import RebuildBatch, dispatch, run_here
+from app.rebuild_batches import RebuildBatch, dispatch, give_up, run_here
 from app.service import Cdeq
 from app.store import ContextRecord, ContextSource, RebuildMarker
 
@@ -386,8 +386,25 @@ def prune(collection: str, *, service: Cdeq) -> list[int]:
     return removed
 
 
-def drop_collection(collection: str, *, service: Cdeq) -> None:
-    """Delete `collection`: its alias, every physical collection and every context."""
+def drop_collection(collection: str, *, service: Cdeq, force: bool = False) -> None:
+    """Delete `collection`: its alias, every physical collection and every context.
+
+    While a rebuild of it runs: Conflict, unless `force`, which cancels the rebuild first
+    (job failed with the reason, its new version removed; its steps still queued find the
+    job finished and do nothing)."""
     check_collection_name(collection)
+    marker = service.store.load_rebuild_marker(collection)
+    if marker is not None and job_active(service, marker.job_id):
+        if not force:
+            raise Conflict(
+                f"a rebuild of {collection!r} is running (job {marker.job_id}): wait for it, "
+                "or drop with --force (HTTP: ?force=true), which cancels it"
+            )
+        give_up(
+            service,
+            collection,
+            marker.job_id,
+            "rebuild cancelled: the collection was dropped (drop-collection --force)",
+        )
     service.store.drop_collection(collection)
     service.contexts.forget(collection)

@@ -40,10 +40,10 @@ from celery.contrib.testing.worker import start_worker
 
 from app.cli.workers import hold_local_folder
 from app.config import QdrantSettings, Settings
-from app.errors import ContextNotReady, ModelMismatch, StoreUnavailable
+from app.errors import Conflict, ContextNotReady, ModelMismatch, StoreUnavailable
 from app.ingest import enqueue, ingest_documents, job_status
 from app.jobs import BatchOutcome, RedisJobStore
-from app.lifecycle import context_info, rebuild_context, rollback
+from app.lifecycle import context_info, drop_collection, rebuild_context, rollback
 from app.locks import LOCK_KEY
 from app.model import CdeEmbedder
 from app.model.tiny import make_checkpoint
@@ -367,5 +367,29 @@ def test_an_orphan_rebuild_marker_is_cleared_with_its_version(
         assert svc.store.load_context("orphan", 2) is None
         assert _counters(svc).get("orphan_rebuilds") == 1
         assert reconcile(service=svc, force=True).orphan_markers == []  # once
+    finally:
+        svc.close()
+
+
+def test_drop_collection_during_a_rebuild_is_refused_unless_forced(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    """Refused (Conflict: HTTP 409, exit 6) while the rebuild runs; --force cancels it: job
+    failed with the reason, counted; its remaining steps do nothing."""
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder)
+    try:
+        job_id, steps = _queued_rebuild(svc, "busy", 40)
+        run_rebuild_batch(svc, steps[0])
+        with pytest.raises(Conflict, match="drop with --force"):
+            drop_collection("busy", service=svc)
+        assert svc.store.resolve("busy") == "busy__c1"
+        drop_collection("busy", service=svc, force=True)
+        status = job_status(job_id, service=svc)
+        assert status.state == "failed" and "the collection was dropped" in status.reason
+        assert svc.store.physical_collections("busy") == []
+        assert svc.store.load_rebuild_marker("busy") is None
+        assert run_rebuild_batch(svc, steps[1]) is None  # a step still queued: nothing
+        assert svc.store.physical_collections("busy") == []
+        assert _counters(svc).get("failed_rebuilds") == 1
     finally:
         svc.close()
