@@ -18,6 +18,16 @@ mechanism (where) → test
   → test_a_second_worker_on_the_same_local_folder_exits_5_at_once
 - orphan rebuild markers are cleared by the reconciler (app/reconcile.py
   `_clear_orphan_markers`) → test_an_orphan_rebuild_marker_is_cleared_with_its_version
+- the heartbeat renews a running batch's lease (workers/celery_app.py `_Keeper._run` →
+  `renew_leases`) → test_a_batch_longer_than_the_lease_ttl_keeps_its_lease
+- an expired lease is queued again (app/reconcile.py step 1), the idle-job path unable to mask
+  it (another batch of the job waits in the queue) → test_an_expired_lease_is_requeued
+- the Lua exactly-once record (app/jobs/lua.py RECORD_BATCH's SADD guard)
+  → test_the_same_batch_recorded_twice_at_once_counts_once
+- the dual write during a rebuild (app/rebuild.py `mirror_documents`), checked before the
+  finish's catch-up could mask it → test_an_ingest_during_a_rebuild_reaches_the_new_version
+- the swap count check (app/rebuild.py `verify_version`), the catch-up's scan misled
+  → test_the_finish_refuses_a_version_short_of_documents
 - the reconciler decides per job whether its messages wait (app/reconcile.py, app/queue.py
   `queued_jobs`) → test_lost_messages_are_requeued_while_other_jobs_wait_in_the_queue
 
@@ -29,7 +39,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +53,7 @@ from celery.contrib.testing.worker import start_worker
 
 from app.cli.workers import hold_local_folder
 from app.config import QdrantSettings, Settings
+from app.deliveries import begin
 from app.errors import Conflict, ContextNotReady, ModelMismatch, StoreUnavailable
 from app.ingest import enqueue, ingest_documents, job_status
 from app.jobs import BatchOutcome, RedisJobStore
@@ -51,7 +65,7 @@ from app.queue import INGEST_QUEUE
 from app.rebuild_batches import RebuildBatch, run_rebuild_batch
 from app.reconcile import reconcile
 from app.service import Cdeq
-from app.store import PointRecord, QdrantStore
+from app.store import PointRecord, QdrantStore, point_id
 from migrations import migrate
 from tests.helpers.builders import ROOT, documents
 from tests.integration.conftest import redis_url
@@ -391,5 +405,130 @@ def test_drop_collection_during_a_rebuild_is_refused_unless_forced(
         assert run_rebuild_batch(svc, steps[1]) is None  # a step still queued: nothing
         assert svc.store.physical_collections("busy") == []
         assert _counters(svc).get("failed_rebuilds") == 1
+    finally:
+        svc.close()
+
+
+# ---- leases, re-queues, exactly-once records ------------------------------------------------------
+class SlowStore(QdrantStore):
+    """Local Qdrant whose upserts take `delay_s` first: a batch longer than the lease TTL."""
+
+    delay_s = 0.0
+
+    def upsert(self, physical: str, points: Any) -> None:
+        time.sleep(self.delay_s)
+        super().upsert(physical, points)
+
+
+def test_a_batch_longer_than_the_lease_ttl_keeps_its_lease(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    store = SlowStore.from_settings(QdrantSettings(path=str(tmp_path / "qdrant")), dim=64)
+    migrate(store)
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder)
+    svc.__dict__["store"] = store
+    store.delay_s = 3.0  # three lease TTLs; the heartbeat renews every 0.3 s
+    try:
+        with _worker(svc):
+            job_id = enqueue("slow", documents(10), service=svc)
+            status = wait_for("job done", finished(lambda: job_status(job_id, service=svc)))
+        assert (status.state, status.succeeded) == ("done", 10), status
+        counters = _counters(svc)
+        assert counters.get("expired_leases", 0) == 0, counters
+        assert counters.get("reconciled_batches", 0) == 0, counters
+    finally:
+        svc.close()
+
+
+def test_an_expired_lease_is_requeued(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    """A worker took batch 0 and died (its lease is never renewed); batch 1 still waits in
+    the queue, so the job does not look idle: only the expired lease brings batch 0 back."""
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder)
+    try:
+        job_id = enqueue("dead", documents(40), service=svc)  # batches 0 and 1 queued
+        clean_redis.rpop(INGEST_QUEUE)  # the dead worker took batch 0's message (sent first)
+        begin(svc, job_id, 0, "dead-worker")  # …and its lease, never renewed
+        requeued = wait_for(
+            "batch 0 re-queued",
+            lambda: reconcile(service=svc, force=True).requeued,
+            timeout=20,
+        )
+        assert requeued == [(job_id, 0)]
+        assert _counters(svc).get("expired_leases") == 1
+    finally:
+        svc.close()
+
+
+def test_the_same_batch_recorded_twice_at_once_counts_once(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    """Two deliveries of one batch (a re-queue while the first still runs) both finish and
+    record at the same instant: the counts take it once."""
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder)
+    try:
+        job_id = enqueue("twice", documents(40), service=svc)
+        outcome = BatchOutcome(succeeded=20)
+        barrier = threading.Barrier(8)
+
+        def record() -> bool:
+            barrier.wait()
+            return svc.jobs.record_batch(job_id, 0, outcome)
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: record(), range(8)))
+        assert results.count(True) == 1
+        status = job_status(job_id, service=svc)
+        assert (status.succeeded, status.batches_done, status.state) == (20, 1, "running")
+    finally:
+        svc.close()
+
+
+# ---- rebuild: dual write, swap count --------------------------------------------------------------
+def test_an_ingest_during_a_rebuild_reaches_the_new_version(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    """Checked before the finish runs: its catch-up would re-embed the document anyway."""
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder)
+    try:
+        _, steps = _queued_rebuild(svc, "dual", 40)
+        run_rebuild_batch(svc, steps[0])  # version 2 exists
+        late = [{"id": "late", "text": "a document ingested while the rebuild runs"}]
+        assert ingest_documents("dual", late, service=svc).succeeded == 1
+        found = svc.store.fetch_stored("dual__c2", [point_id("dual", "late")])
+        assert [d.document_id for d in found] == ["late"]
+        assert svc.store.resolve("dual") == "dual__c1"  # not finished: no catch-up ran
+    finally:
+        svc.close()
+
+
+class StaleScanStore(QdrantStore):
+    """Local Qdrant whose scan of `physical` is stale: it reports the points of `like` (the
+    count stays exact), as a scan that missed a lost write would."""
+
+    physical = ""
+    like = ""
+
+    def point_hashes(self, physical: str) -> dict[str, str]:
+        return super().point_hashes(self.like if physical == self.physical else physical)
+
+
+def test_the_finish_refuses_a_version_short_of_documents(
+    tiny_model_dir: Path, embedder: CdeEmbedder, tmp_path: Path, clean_redis: redis.Redis
+) -> None:
+    store = StaleScanStore.from_settings(QdrantSettings(path=str(tmp_path / "qdrant")), dim=64)
+    migrate(store)
+    svc = _service(tiny_model_dir, tmp_path / "qdrant", embedder)
+    svc.__dict__["store"] = store
+    try:
+        _, steps = _queued_rebuild(svc, "short", 40)
+        for step in steps[:-1]:
+            run_rebuild_batch(svc, step)
+        store.delete_points("short__c2", steps[0].point_ids[:1])  # a write that was lost
+        store.physical, store.like = "short__c2", "short__c1"  # the catch-up sees no gap
+        with pytest.raises(ContextNotReady, match="holds 39 documents, the live one 40"):
+            run_rebuild_batch(svc, steps[-1])
+        assert svc.store.resolve("short") == "short__c1"  # no swap to a short version
     finally:
         svc.close()
