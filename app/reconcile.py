@@ -28,14 +28,15 @@ from dataclasses import dataclass, field
 
 from app.errors import CdeqError, NotFound
 from app.ingest import Batch, fail_batch, leased_jobs
-from app.jobs import JobKind, JobProgress
+from app.jobs import JobKind, JobProgress, JobState
 from app.queue import queued_jobs
 from app.rebuild import abandon
-from app.rebuild_batches import give_up
+from app.rebuild_batches import clean_up, give_up
 from app.service import Cdeq
 from app.store import RebuildMarker
 
 log = logging.getLogger(__name__)
+GIVEN_UP = "failed"  # `_orphan`: the job failed; its rebuild's clean-up applies
 
 
 @dataclass
@@ -114,8 +115,10 @@ def reconcile(*, service: Cdeq, force: bool = False) -> ReconcileReport:
         report.skipped = True
         return report
 
-    # 1. leases whose holder stopped heartbeating
-    expired = jobs.claim_expired_leases()
+    # 1. leases whose holder stopped heartbeating; not within a lease TTL of a Redis restart,
+    # when the holders have had no chance to renew yet (an outage is not a worker crash)
+    restarted = jobs.redis_uptime_s() < settings.lease_ttl_s
+    expired = [] if restarted else jobs.claim_expired_leases()
     report.expired_leases = len(expired)
     for job_id, index in expired:
         if not jobs.batch_done(job_id, index):
@@ -171,6 +174,8 @@ def _orphan(svc: Cdeq, marker: RebuildMarker) -> str | None:
         return f"its job {marker.job_id} is gone (Redis emptied, or the record expired)"
     if not status.finished:
         return None
+    if status.state == JobState.FAILED:
+        return GIVEN_UP
     return f"its job {marker.job_id} ended ({status.state}) without clearing it"
 
 
@@ -189,12 +194,16 @@ def _clear_orphan_markers(svc: Cdeq, report: ReconcileReport) -> None:
     for collection in marked:
         try:
             marker = svc.store.load_rebuild_marker(collection)
-            if marker is None or _orphan(svc, marker) is None:
+            found = _orphan(svc, marker) if marker is not None else None
+            if marker is None or found is None:
+                continue
+            if found == GIVEN_UP:  # a failed rebuild's own clean-up (logged as given up)
+                clean_up(svc, collection, marker.job_id)
                 continue
             with svc.locks(collection):
                 marker = svc.store.load_rebuild_marker(collection)
                 reason = _orphan(svc, marker) if marker is not None else None
-                if marker is None or reason is None:
+                if marker is None or reason is None or reason == GIVEN_UP:
                     continue
                 abandon(svc, marker)
         except CdeqError as exc:

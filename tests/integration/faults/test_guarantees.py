@@ -7,6 +7,8 @@ mechanism (where) → test
   → test_retry_limit_holds_under_a_stale_lock
 - a Redis fault while recording is not a crash (workers/celery_app.py `_Keeper.defer`)
   → test_redis_fault_while_recording_is_not_counted_as_a_crash
+- no lease is claimed within a lease TTL of a Redis restart (app/reconcile.py, step 1's
+  uptime check) → test_leases_are_not_claimed_right_after_a_redis_restart
 - the fingerprint check on every write into a version (app/contexts.py
   `writer_fingerprint`, called by app/ingest.py `store_documents` and app/rebuild.py
   `write_stored`) → test_a_rebuild_write_by_another_model_is_refused
@@ -69,7 +71,7 @@ from app.store import PointRecord, QdrantStore, point_id
 from migrations import migrate
 from tests.helpers.builders import ROOT, documents
 from tests.integration.conftest import redis_url
-from tests.integration.faults.conftest import Workers, finished, wait_for
+from tests.integration.faults.conftest import RedisServer, Workers, finished, wait_for
 from workers.celery_app import create_app, set_worker_service
 
 REDIS_URL = redis_url(13)
@@ -148,6 +150,35 @@ def test_retry_limit_holds_under_a_stale_lock(
         counters = _counters(svc)
         assert counters.get("retries_exhausted") == 1, counters
         assert counters.get("expired_leases", 0) == 0 and counters.get("redeliveries", 0) == 0
+    finally:
+        svc.close()
+
+
+def test_leases_are_not_claimed_right_after_a_redis_restart(
+    private_redis: RedisServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A Redis that just (re)started: the leases in it look expired, but their holders had
+    no chance to renew them yet; claiming them would count the outage as worker crashes."""
+    settings = Settings(
+        model={"name": str(tiny_model_dir), "device": "cpu"},
+        redis={"url": private_redis.url},
+        qdrant={"path": str(tmp_path / "qdrant")},
+        ingest={**FAST, "lease_ttl_s": 3.0},
+    )
+    svc = Cdeq(settings)  # Redis only: never opens the store
+    try:
+        job_id = enqueue("restart", documents(10), service=svc)
+        assert isinstance(svc.jobs, RedisJobStore)
+        # A lease that expired a second ago (before the restart, as it were).
+        svc.jobs.begin_delivery(job_id, 0, "holder", lease_ttl_s=-1.0, max_deliveries=3)
+        assert svc.jobs.redis_uptime_s() < 3
+        assert reconcile(service=svc, force=True).expired_leases == 0
+        claimed = wait_for(
+            "claimed once Redis has been up a lease TTL",
+            lambda: reconcile(service=svc, force=True).expired_leases,
+            timeout=20,
+        )
+        assert claimed == 1
     finally:
         svc.close()
 
