@@ -157,7 +157,8 @@ class _Keeper:
                     svc.dispatcher.send_batch(job_id, index)
             except StoreUnavailable as exc:  # the job is idle now: the reconciler queues it
                 log.warning("job %s batch %d: not queued again (%s)", job_id, index, exc)
-            log.warning("job %s batch %d: Redis answers again; batch queued again", job_id, index)
+            else:
+                log.warning("job %s batch %d: Redis answers again; queued again", job_id, index)
 
     def start(self) -> None:
         if self.thread is not None and self.thread.is_alive():
@@ -305,9 +306,9 @@ def _attempt(
     """One run of a batch, ingest or rebuild, under the same handling: past the soft time
     limit `too_slow` records the failure; any other exception goes to the job kind's policy
     (`failed`: seconds until a retry, during which the lease (job id, index, token) is kept,
-    or None once it recorded the failure). An exception that escapes (Redis gone while
-    recording) leaves the lease to expire: the reconciler re-queues the batch, within the
-    delivery cap."""
+    or None once it recorded the failure). Redis gone while recording is no crash: the keeper
+    keeps the lease, ends the run and queues the batch again once Redis answers
+    (`_Keeper.defer`)."""
     job_id, index, token = lease
     try:
         outcome = run()

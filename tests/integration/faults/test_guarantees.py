@@ -72,7 +72,7 @@ from migrations import migrate
 from tests.helpers.builders import ROOT, documents
 from tests.integration.conftest import redis_url
 from tests.integration.faults.conftest import RedisServer, Workers, finished, wait_for
-from workers.celery_app import create_app, set_worker_service
+from workers.celery_app import _keeper, create_app, set_worker_service
 
 REDIS_URL = redis_url(13)
 FAST = {
@@ -120,6 +120,11 @@ def _worker(svc: Cdeq) -> Iterator[Cdeq]:
             yield svc
     finally:
         set_worker_service(None)
+        # The keeper thread holds this service: stop it before the next test's worker, or it
+        # goes on reconciling (and re-queuing) that test's jobs with this service.
+        _keeper.shutdown()
+        if _keeper.thread is not None:
+            _keeper.thread.join(30)
 
 
 def _counters(svc: Cdeq) -> dict[str, int]:
