@@ -32,7 +32,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from app.errors import InvalidInput
 
@@ -139,6 +139,12 @@ class IngestSettings(BaseModel):
         ge=1,
         description="TTL of a context build's lock, renewed while the build runs: a dead "
         "builder's lock expires within this",
+    )
+    context_lock_wait_s: float = Field(
+        10.0,
+        ge=0,
+        description="how long a batch waits for a context lock held by another worker before "
+        "it is retried (ContextNotReady)",
     )
     job_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="how long job records are kept in Redis"
@@ -599,6 +605,36 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise InvalidInput(settings_problems(exc), field="settings") from None
+    except SettingsError as exc:  # a list or mapping setting whose value is not JSON
+        raise InvalidInput(_not_json(os.environ, exc), field="settings") from None
+
+
+def _not_json(environ: Mapping[str, str], exc: SettingsError) -> list[str]:
+    """One line per CDEQ_* variable of a list or mapping setting whose value is not JSON."""
+    problems = []
+    for name, value in sorted(environ.items()):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or not value.strip()[:1].isalnum():
+            continue
+        if upper in variable_names() and _is_collection_setting(upper):
+            # The value is not shown: it may be a secret (API keys).
+            problems.append(
+                f"{upper}: not JSON; a list is written as JSON, e.g. "
+                f'{upper}=\'["first", "second"]\''
+            )
+    return problems or [f"a CDEQ_* setting could not be read: {exc}"]
+
+
+def _is_collection_setting(variable: str) -> bool:
+    group, _, name = variable[len(ENV_PREFIX) :].lower().partition("__")
+    model = Settings.model_fields.get(group)
+    if model is None or model.annotation is None or not name:
+        return False
+    field = getattr(model.annotation, "model_fields", {}).get(name)
+    if field is None:
+        return False
+    text = str(field.annotation)
+    return text.startswith(("list", "dict", "tuple", "set")) or "list[" in text
 
 
 def effective_settings(settings: Settings) -> dict[str, Any]:

@@ -98,6 +98,12 @@ class Contexts:
                 "model, or move the collection to this one with `cdeq context rebuild`"
             )
 
+    def writer_fingerprint(self, context: Context) -> str:
+        """The fingerprint to stamp on points this process writes into `context`'s version;
+        ModelMismatch (nothing written) when this process's model is not the context's."""
+        self.check_model(context)
+        return model_fingerprint(self._embedder())
+
     def _live(self, collection: str) -> Context:
         physical = self.store.resolve(collection)
         if physical is None:

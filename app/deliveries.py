@@ -6,9 +6,13 @@ caller's: an ingest batch's documents fail, a rebuild is given up (`app.rebuild_
 
 from __future__ import annotations
 
+import logging
+
 from app.errors import StoreUnavailable
 from app.jobs import RedisJobStore, Start
 from app.service import Cdeq
+
+log = logging.getLogger(__name__)
 
 
 def leased_jobs(svc: Cdeq) -> RedisJobStore:
@@ -17,6 +21,17 @@ def leased_jobs(svc: Cdeq) -> RedisJobStore:
     if not isinstance(jobs, RedisJobStore):
         raise StoreUnavailable("batch leases need Redis: set CDEQ_REDIS__URL", retry_after_s=0)
     return jobs
+
+
+def count(svc: Cdeq, **increments: int) -> None:
+    """Add to the recovery counters (`cdeq:metrics`) when there are any (queued mode); a
+    counter Redis cannot take is logged, never raised: a metric must not stop recovery."""
+    if not isinstance(svc.jobs, RedisJobStore):
+        return
+    try:
+        svc.jobs.count(**increments)
+    except StoreUnavailable as exc:
+        log.warning("could not count %s: %s", ", ".join(increments), exc)
 
 
 def crashed_reason(crashes: int) -> str:

@@ -15,7 +15,7 @@ from enum import StrEnum
 import numpy as np
 
 from app.errors import InputTooLong, InvalidInput
-from app.model import DOCUMENT_PREFIX, QUERY_PREFIX
+from app.model import DOCUMENT_PREFIX, QUERY_PREFIX, valid_unicode
 from app.names import check_collection_name
 from app.service import Cdeq
 
@@ -58,6 +58,10 @@ def input_types(
         if not text.strip():
             raise InvalidInput(
                 f"{field}[{i}]: empty or whitespace-only text", field=f"{field}[{i}]"
+            )
+        if not valid_unicode(text):
+            raise InvalidInput(
+                f"{field}[{i}]: not valid Unicode (lone surrogate)", field=f"{field}[{i}]"
             )
         stripped.append(text)
         types.append(kind)

@@ -21,9 +21,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.deliveries import begin, crashed_reason, end, leased_jobs
+from app.deliveries import begin, count, crashed_reason, end, leased_jobs
 from app.documents import Document, validate_documents
-from app.errors import TRANSIENT_ERRORS, CdeqError, InvalidInput, NotFound, StoreUnavailable
+from app.errors import (
+    TRANSIENT_ERRORS,
+    CdeqError,
+    InvalidInput,
+    ModelMismatch,
+    NotFound,
+    StoreUnavailable,
+)
 from app.jobs import BatchOutcome, Corpus, JobStatus, Start, context_sample, split
 from app.lifecycle import after_ingest_job
 from app.model import Progress
@@ -278,6 +285,7 @@ def store_documents(
     earlier version left. Deterministic point ids make a repeated call overwrite instead of
     duplicating."""
     context = svc.contexts.ensure(collection, corpus, population)
+    stamp = svc.contexts.writer_fingerprint(context)
     embedder = svc.embedder
     chunks, warnings = chunk_documents(svc, documents)
     texts = [c.text or "" for c in chunks]
@@ -301,6 +309,7 @@ def store_documents(
                 char_end=c.char_end,
                 sparse=sparse[i][0] if sparse else None,
                 sparse_terms=sparse[i][1] if sparse else 0,
+                model_fingerprint=stamp,
             )
             for i, (c, vector) in enumerate(zip(chunks, embeddings.vectors, strict=True))
         ],
@@ -367,9 +376,12 @@ def batch_failed(svc: Cdeq, batch: Batch, exc: BaseException, *, retries: int) -
     if isinstance(exc, TRANSIENT_ERRORS):
         if retries < settings.max_retries:
             return retry_countdown(retries, exc.retry_after_s, settings.retry_backoff_max_s)
-        reason = f"failed after {retries} retries: {exc}"
+        reason = f"failed after {retries} retries (CDEQ_INGEST__MAX_RETRIES): {exc}"
+        count(svc, retries_exhausted=1)
     elif isinstance(exc, CdeqError):
         reason = str(exc)
+        if isinstance(exc, ModelMismatch):  # refused to write another model's vectors
+            count(svc, model_mismatches=1)
     else:  # a bug, not a fault of the input: keep the traceback in the log
         log.error("job %s batch %d: internal error", batch.job_id, batch.index, exc_info=exc)
         reason = f"internal error: {type(exc).__name__}: {exc}"

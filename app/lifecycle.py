@@ -61,9 +61,10 @@ from app.rebuild import (
     rebuild_seed,
     require_texts,
     sample_documents,
+    verify_version,
     version_of,
 )
-from app.rebuild_batches import RebuildBatch, dispatch, run_here
+from app.rebuild_batches import RebuildBatch, dispatch, give_up, run_here
 from app.service import Cdeq
 from app.store import ContextRecord, ContextSource, RebuildMarker
 
@@ -125,9 +126,13 @@ def context_info(
     growth = points_now / max(record.points_at_build, 1)
     drift_value = None
     if drift:
+        # Stage 1 of another model says nothing about this context: refuse, as search does.
+        service.contexts.current(collection)
         n = drift_sample or service.settings.context.drift_sample
         drift_value = _drift(service, live, record, n, rebuild_seed(service, seed))
     marker = store.load_rebuild_marker(collection)
+    if marker is not None and service.queued and not job_active(service, marker.job_id):
+        marker = None  # an orphan (its job ended or is gone): the reconciler clears it
     return ContextInfo(
         collection=collection,
         version=version,
@@ -367,6 +372,8 @@ def rollback(collection: str, *, service: Cdeq) -> int:
         for _ in range(CATCH_UP_PASSES):
             if catch_up(service, collection, live, previous) == 0:
                 break
+        # As a rebuild's finish: every live document there, written by its model, or no swap.
+        verify_version(service, collection, previous, store.count_physical(live), unstamped=False)
         store.set_alias(collection, previous.physical)
         service.contexts.forget(collection)
     log.info("rolled %r back from version %d to %d", collection, version, previous.version)
@@ -383,8 +390,25 @@ def prune(collection: str, *, service: Cdeq) -> list[int]:
     return removed
 
 
-def drop_collection(collection: str, *, service: Cdeq) -> None:
-    """Delete `collection`: its alias, every physical collection and every context."""
+def drop_collection(collection: str, *, service: Cdeq, force: bool = False) -> None:
+    """Delete `collection`: its alias, every physical collection and every context.
+
+    While a rebuild of it runs: Conflict, unless `force`, which cancels the rebuild first
+    (job failed with the reason, its new version removed; its steps still queued find the
+    job finished and do nothing)."""
     check_collection_name(collection)
+    marker = service.store.load_rebuild_marker(collection)
+    if marker is not None and job_active(service, marker.job_id):
+        if not force:
+            raise Conflict(
+                f"a rebuild of {collection!r} is running (job {marker.job_id}): wait for it, "
+                "or drop with --force (HTTP: ?force=true), which cancels it"
+            )
+        give_up(
+            service,
+            collection,
+            marker.job_id,
+            "rebuild cancelled: the collection was dropped (drop-collection --force)",
+        )
     service.store.drop_collection(collection)
     service.contexts.forget(collection)

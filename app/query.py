@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.errors import InvalidInput
+from app.model import valid_unicode
 from app.names import check_collection_name
 from app.service import Cdeq
 from app.sparse import query_sparse
@@ -41,6 +42,8 @@ def search(
     check_collection_name(collection)
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput("text: must be a non-empty string", field="text")
+    if not valid_unicode(text):
+        raise InvalidInput("text: not valid Unicode (lone surrogate)", field="text")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
         raise InvalidInput(
             f"top_k: must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}", field="top_k"

@@ -9,6 +9,8 @@ no queue: `app.ingest` runs batches itself.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Protocol
 
 import redis
@@ -70,6 +72,43 @@ def queued_messages(client: redis.Redis) -> int:
         return int(client.llen(INGEST_QUEUE))
     except redis.RedisError as exc:
         raise StoreUnavailable(f"Redis is unreachable ({exc})", retry_after_s=2.0) from exc
+
+
+UNACKED = "unacked"  # kombu's Redis transport: messages a worker holds (delivery tag → message)
+_SCAN_CHUNK = 1000
+
+
+def _job_of(raw: bytes | str) -> str | None:
+    """The job id (first argument) of one of our task messages, as kombu's Redis transport
+    stores it (JSON; the body base64 JSON [args, kwargs, embed]); None for anything else."""
+    try:
+        message = json.loads(raw)
+        if isinstance(message, list):  # the unacked hash: [message, exchange, routing key]
+            message = message[0]
+        if message.get("headers", {}).get("task") not in (TASK_INGEST_BATCH, TASK_REBUILD_BATCH):
+            return None
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        return str(args[0]) if args else None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def queued_jobs(client: redis.Redis) -> set[str]:
+    """The jobs with a message waiting in the `ingest` queue or held (not yet acked) by a
+    worker: the reconciler's per-job view, so that a busy queue hides no lost job."""
+    jobs: set[str] = set()
+    try:
+        start = 0
+        while True:
+            chunk = client.lrange(INGEST_QUEUE, start, start + _SCAN_CHUNK - 1)
+            jobs.update(j for raw in chunk if (j := _job_of(raw)) is not None)
+            if len(chunk) < _SCAN_CHUNK:
+                break
+            start += _SCAN_CHUNK
+        jobs.update(j for raw in client.hvals(UNACKED) if (j := _job_of(raw)) is not None)
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"Redis is unreachable ({exc})", retry_after_s=2.0) from exc
+    return jobs
 
 
 # A message header: the request id of the job's API request, for the worker's log lines

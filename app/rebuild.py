@@ -17,6 +17,7 @@ from app.errors import (
     Conflict,
     ContextNotReady,
     InvalidInput,
+    ModelMismatch,
     NotFound,
 )
 from app.jobs import BatchOutcome
@@ -60,13 +61,7 @@ def finish_rebuild(svc: Cdeq, collection: str, job_id: str) -> None:
                     f"{collection!r} keeps changing; the rebuild finishes on the next try",
                     retry_after_s=5.0,
                 )
-            have, want = store.count_physical(target.physical), store.count_physical(source)
-            if have != want:
-                raise ContextNotReady(
-                    f"version {target.version} of {collection!r} holds {have} documents, the "
-                    f"live one {want}; the rebuild finishes on the next try",
-                    retry_after_s=2.0,
-                )
+            verify_version(svc, collection, target, store.count_physical(source))
             record = store.load_context(collection, target.version)
             if record is None:
                 raise ContextNotReady(f"context {target.version} of {collection!r} vanished")
@@ -83,6 +78,32 @@ def finish_rebuild(svc: Cdeq, collection: str, job_id: str) -> None:
         target.version,
         removed,
     )
+
+
+def verify_version(
+    svc: Cdeq, collection: str, target: Context, want: int, *, unstamped: bool = True
+) -> int:
+    """Before `target` goes live (a rebuild's finish, a rollback): it holds `want` documents
+    (ContextNotReady: try again) and every one was written by its model (ModelMismatch, when
+    its context records one; `unstamped=False` lets points written before stamps pass, for
+    versions as old as that). Returns the count."""
+    store = svc.store
+    have = store.count_physical(target.physical)
+    if have != want:
+        raise ContextNotReady(
+            f"version {target.version} of {collection!r} holds {have} documents, the "
+            f"live one {want}: not made live; the next try catches up again",
+            retry_after_s=2.0,
+        )
+    if target.fingerprint:
+        other = store.count_other_model(target.physical, target.fingerprint, unstamped=unstamped)
+        if other:
+            raise ModelMismatch(
+                f"version {target.version} of {collection!r}: {other} of its {have} documents "
+                f"were not written by its model {target.model_id!r} (fingerprint "
+                f"{target.fingerprint[:12]}); run every worker with that model"
+            )
+    return have
 
 
 def catch_up(svc: Cdeq, collection: str, source: str, target: Context) -> int:
@@ -129,6 +150,7 @@ def write_stored(
     missing = [d.document_id for d in docs if d.text is None]
     if missing:
         raise Conflict(_no_text_message(collection, missing[:5]))
+    stamp = svc.contexts.writer_fingerprint(target)  # never another model's vectors in it
     texts = [d.text or "" for d in docs]
     embeddings = svc.embedder.embed_documents(texts, target.dataset_embeddings)
     # Sparse vectors do not depend on the context: those read with the documents (the caller
@@ -160,6 +182,7 @@ def write_stored(
                 char_end=d.char_end,
                 sparse=sparse[i][0] if sparse else None,
                 sparse_terms=sparse[i][1] if sparse else 0,
+                model_fingerprint=stamp,
             )
             for i, (d, vector) in enumerate(zip(docs, embeddings.vectors, strict=True))
         ],
@@ -215,6 +238,11 @@ def mirror_documents(
             write_stored(svc, collection, chunks, target, trim=True)
         except NotFound:  # the rebuild was abandoned and its collection dropped meanwhile
             log.info("version %d of %r is gone; not mirrored", target.version, collection)
+        except ModelMismatch as exc:
+            if target.physical == store.resolve(collection):
+                raise  # the live version: this batch fails with the reason
+            # A rebuild onto another model: its finish re-embeds these (catch-up).
+            log.warning("not mirrored into the rebuild of %r: %s", collection, exc)
 
 
 # ---- helpers ------------------------------------------------------------------------------------------

@@ -20,12 +20,13 @@ import time
 from dataclasses import dataclass, field
 
 from app.contexts import Context
-from app.deliveries import begin, crashed_reason, leased_jobs
+from app.deliveries import begin, count, crashed_reason, leased_jobs
 from app.errors import (
     TRANSIENT_ERRORS,
     CdeqError,
     Conflict,
     ContextNotReady,
+    ModelMismatch,
     NotFound,
     StoreUnavailable,
 )
@@ -107,8 +108,13 @@ def rebuild_failed(
     settings = svc.settings.ingest
     if isinstance(exc, TRANSIENT_ERRORS) and retries < settings.max_retries:
         return float(min(settings.retry_backoff_max_s, max(exc.retry_after_s, 2.0**retries)))
-    if isinstance(exc, CdeqError):
+    if isinstance(exc, TRANSIENT_ERRORS):
+        reason = f"failed after {retries} retries (CDEQ_INGEST__MAX_RETRIES): {exc}"
+        count(svc, retries_exhausted=1)
+    elif isinstance(exc, CdeqError):
         reason = str(exc)
+        if isinstance(exc, ModelMismatch):  # refused to write another model's vectors
+            count(svc, model_mismatches=1)
     else:
         log.error("rebuild %s batch %d: internal error", batch.job_id, batch.index, exc_info=exc)
         reason = f"internal error: {type(exc).__name__}: {exc}"

@@ -160,7 +160,9 @@ class Cdeq:
         if self.redis is None:
             return thread_lock_factory()
         timeout = self.settings.ingest.context_lock_timeout_s
-        return redis_lock_factory(self.redis, timeout_s=timeout, wait_s=10.0)
+        return redis_lock_factory(
+            self.redis, timeout_s=timeout, wait_s=self.settings.ingest.context_lock_wait_s
+        )
 
     @cached_property
     def contexts(self) -> Contexts:

@@ -48,7 +48,6 @@ from app.errors import CdeqError, StoreUnavailable
 from app.ingest import (
     Batch,
     batch_failed,
-    end_delivery,
     fail_batch,
     fail_timed_out,
     leased_jobs,
@@ -117,6 +116,9 @@ class _Keeper:
 
     def __init__(self) -> None:
         self.held: dict[str, str] = {}  # lease member → token
+        # Runs whose end Redis could not record (member → job, index, token, task): their
+        # lease stays held until the keeper ends them cleanly and queues the batch again.
+        self.deferred: dict[str, tuple[str, int, str, str]] = {}
         self.guard = threading.Lock()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
@@ -127,7 +129,36 @@ class _Keeper:
 
     def release(self, job_id: str, index: int) -> None:
         with self.guard:
-            self.held.pop(lease_member(job_id, index), None)
+            member = lease_member(job_id, index)
+            if member not in self.deferred:
+                self.held.pop(member, None)
+
+    def defer(self, job_id: str, index: int, token: str, task: str) -> None:
+        """Redis failed while this run recorded its outcome or its end: a transient fault, not
+        a crash. Keep the lease; the keeper ends the run cleanly and queues the batch again
+        once Redis answers, so the delivery is never counted as a crash."""
+        with self.guard:
+            member = lease_member(job_id, index)
+            self.held[member] = token
+            self.deferred[member] = (job_id, index, token, task)
+
+    def _flush_deferred(self, svc: Cdeq) -> None:
+        with self.guard:
+            pending = dict(self.deferred)
+        for member, (job_id, index, token, task) in pending.items():
+            end(svc, job_id, index, token)  # StoreUnavailable: Redis still down, next beat
+            with self.guard:
+                self.deferred.pop(member, None)
+                self.held.pop(member, None)
+            try:
+                if task == TASK_REBUILD_BATCH:
+                    svc.dispatcher.send_rebuild_batch(job_id, index)
+                else:
+                    svc.dispatcher.send_batch(job_id, index)
+            except StoreUnavailable as exc:  # the job is idle now: the reconciler queues it
+                log.warning("job %s batch %d: not queued again (%s)", job_id, index, exc)
+            else:
+                log.warning("job %s batch %d: Redis answers again; queued again", job_id, index)
 
     def start(self) -> None:
         if self.thread is not None and self.thread.is_alive():
@@ -148,6 +179,7 @@ class _Keeper:
                 held = dict(self.held)
             try:
                 leased_jobs(svc).renew_leases(held, settings.lease_ttl_s)
+                self._flush_deferred(svc)
                 if time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + settings.reconcile_interval_s
                     report = reconcile(service=svc)
@@ -191,7 +223,7 @@ def _leased(
     try:
         batch = start(svc, job_id, index, token)
     except StoreUnavailable as exc:  # Redis down: come back later (or the reconciler will)
-        raise self.retry(exc=exc, countdown=exc.retry_after_s, max_retries=None) from exc
+        raise self.retry(exc=exc, countdown=exc.retry_after_s) from exc
     if batch is None:
         return {"state": "skipped"}
     _keeper.hold(job_id, index, token)
@@ -254,8 +286,9 @@ def _run_batch(self: Task, svc: Cdeq, batch: Batch, token: str | None) -> dict[s
         lambda: fail_batch(svc, batch, f"took longer than {limit}s"),
         lambda exc, retries: batch_failed(svc, batch, exc, retries=retries),
     )
-    if token is not None:
-        end_delivery(svc, batch, token)
+    if token is not None and result["state"] != "deferred":
+        if not _ended(self, svc, batch.job_id, batch.index, token):
+            return {"state": "deferred"}
         if svc.has("embedder") and svc.embedder.oom_splits > splits:
             leased_jobs(svc).count(oom_splits=svc.embedder.oom_splits - splits)
     return result
@@ -273,23 +306,32 @@ def _attempt(
     """One run of a batch, ingest or rebuild, under the same handling: past the soft time
     limit `too_slow` records the failure; any other exception goes to the job kind's policy
     (`failed`: seconds until a retry, during which the lease (job id, index, token) is kept,
-    or None once it recorded the failure). An exception that escapes (Redis gone while
-    recording) leaves the lease to expire: the reconciler re-queues the batch, within the
-    delivery cap."""
+    or None once it recorded the failure). Redis gone while recording is no crash: the keeper
+    keeps the lease, ends the run and queues the batch again once Redis answers
+    (`_Keeper.defer`)."""
+    job_id, index, token = lease
     try:
         outcome = run()
     except SoftTimeLimitExceeded:
         too_slow()
         return {"state": "failed"}, None
     except Exception as exc:
-        countdown = failed(exc, self.request.retries)
+        try:
+            countdown = failed(exc, self.request.retries)
+            if countdown is not None and token is not None:
+                end(svc, job_id, index, token, retry_in_s=countdown)
+        except StoreUnavailable as lost:  # Redis went away while recording: not a crash
+            if token is None:
+                raise
+            log.warning("%s: %s; Redis is unreachable (%s): ended once it answers", what, exc, lost)
+            _keeper.defer(job_id, index, token, self.name)
+            return {"state": "deferred"}, None
         if countdown is None:
             return {"state": "failed"}, None
         log.warning("%s: %s; retry in %.0fs", what, exc, countdown)
-        job_id, index, token = lease
-        if token is not None:
-            end(svc, job_id, index, token, retry_in_s=countdown)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+        # The task is registered with max_retries=None (unbounded for Celery): `failed`, the
+        # job kind's policy, is what bounds retries (CDEQ_INGEST__MAX_RETRIES).
+        raise self.retry(exc=exc, countdown=countdown) from exc
     if outcome is None:
         return {"state": "already_done"}, None
     return {"state": "done", "succeeded": outcome.succeeded}, outcome
@@ -337,9 +379,20 @@ def _run_rebuild(self: Task, svc: Cdeq, batch: RebuildBatch, token: str | None) 
         and (last := finish_due(svc, batch.job_id)) is not None
     ):
         run_rebuild_batch(svc, RebuildBatch(batch.job_id, batch.collection, last))
-    if token is not None:
-        end(svc, batch.job_id, batch.index, token)
+    if token is not None and result["state"] != "deferred":
+        _ended(self, svc, batch.job_id, batch.index, token)
     return result
+
+
+def _ended(self: Task, svc: Cdeq, job_id: str, index: int, token: str) -> bool:
+    """End this run cleanly; False when Redis failed (the keeper ends it later: not a crash)."""
+    try:
+        end(svc, job_id, index, token)
+    except StoreUnavailable as exc:
+        log.warning("job %s batch %d: Redis is unreachable (%s); ended later", job_id, index, exc)
+        _keeper.defer(job_id, index, token, self.name)
+        return False
+    return True
 
 
 def create_app(settings: Settings, *, own_logging: bool = False) -> Celery:
@@ -349,8 +402,10 @@ def create_app(settings: Settings, *, own_logging: bool = False) -> Celery:
     workers keep the caller's."""
     _runtime.settings = settings
     app = make_celery(settings)
-    app.task(name=TASK_INGEST_BATCH, bind=True, Request=TaggedRequest)(ingest_batch)
-    app.task(name=TASK_REBUILD_BATCH, bind=True, Request=TaggedRequest)(rebuild_batch)
+    # max_retries=None: Celery never stops a retry on its own (its default is 3); the
+    # failure policies stop at CDEQ_INGEST__MAX_RETRIES and record the reason.
+    for name, run in ((TASK_INGEST_BATCH, ingest_batch), (TASK_REBUILD_BATCH, rebuild_batch)):
+        app.task(name=name, bind=True, Request=TaggedRequest, max_retries=None)(run)
     if own_logging:
         celeryd_init.connect(_early_logging, weak=False, dispatch_uid="cdeq-early-logging")
         setup_logging.connect(_setup_logging, weak=False, dispatch_uid="cdeq-logging")
@@ -384,6 +439,11 @@ def _load_model_after_fork(**_: Any) -> None:
         log.info("model %s loaded on %s", embedder.model_id, embedder.device)
     except CdeqError as exc:  # reported again, with its reason, on the first task
         log.error("could not load the model: %s", exc)
+    if not _runtime.settings.qdrant.url:  # take the local folder now and hold it
+        try:
+            worker_service().store  # noqa: B018
+        except CdeqError as exc:  # reported again, with its reason, on the first task
+            log.error("could not open the local Qdrant folder: %s", exc)
     # After the model: the keeper's first pass must not race the pool process's start-up.
     _keeper.start()
 

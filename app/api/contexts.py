@@ -130,7 +130,8 @@ async def prune_context(name: str, request: Request) -> dict[str, Any]:
     dependencies=[AdminAccess],
     summary="Delete a collection: alias, every version and every context",
 )
-async def delete_collection(name: str, request: Request) -> dict[str, Any]:
+async def delete_collection(name: str, request: Request, force: bool = False) -> dict[str, Any]:
+    """409 while a rebuild of it runs, unless `force=true`, which cancels the rebuild."""
     service = _service(request)
-    await run_in_threadpool(lambda: drop_collection(name, service=service))
+    await run_in_threadpool(lambda: drop_collection(name, service=service, force=force))
     return {"collection": name, "dropped": True}

@@ -100,6 +100,9 @@ RECOVERY_COUNTERS = {
     "oom_splits": "Forward batches split in half after a CUDA out-of-memory error",
     "failed_rebuilds": "Context rebuilds given up (the live version kept), e.g. a batch crashed "
     "its worker too often",
+    "retries_exhausted": "Batches failed because a transient fault outlasted CDEQ_INGEST__MAX_RETRIES",
+    "model_mismatches": "Writes into a context version refused: the worker's model is another one",
+    "orphan_rebuilds": "Rebuild markers without a running job, cleared by the reconciler",
 }
 
 

@@ -11,6 +11,7 @@ access log never shows a query string (where a client may have put a key).
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import errno
@@ -19,6 +20,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -208,6 +210,13 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _logging_config() -> dict[str, Any]:
+    """uvicorn's text logging, with the access log on stderr too (stdout is for output)."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    return config
+
+
 def serve(settings: Settings) -> int:
     """Run the API with uvicorn until interrupted; 0 after a clean shutdown."""
     limit_malloc_arenas()
@@ -228,10 +237,15 @@ def serve(settings: Settings) -> int:
             access_log=True,  # method, path (no query string) and status: never a key
             server_header=False,
             timeout_graceful_shutdown=30,
-            log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
+            log_config=None if json_logs else _logging_config(),
         )
         # After Config: it (re)configures uvicorn's loggers.
         logging.getLogger("uvicorn.access").addFilter(DropQueryString())
+        host = settings.api.host
+        shown = f"[{host}]" if ":" in host else host
+        logging.getLogger("uvicorn.error").info(
+            "cdeq serving on http://%s:%d (docs at /docs)", shown, settings.api.port
+        )
         server = uvicorn.Server(config)
         server.run(sockets=[sock])
     return 0 if server.started else 1

@@ -58,13 +58,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         if not svc.queued:  # in-process mode: the whole job runs here
             bar = progress_bar(len(docs), f"embedding into {args.collection}")
+            stored = [0]
+
+            def progress(done: int, _total: int) -> None:
+                stored[0] = done
+                bar.update(done - bar.n)
+
             try:
-                job_id = submit(
-                    args.collection,
-                    docs,
-                    service=svc,
-                    on_progress=lambda done, _t: bar.update(done - bar.n),
-                )
+                job_id = submit(args.collection, docs, service=svc, on_progress=progress)
+            except KeyboardInterrupt:
+                bar.close()
+                print(interrupted_message(stored[0], len(docs)), file=sys.stderr)
+                raise
             finally:
                 bar.close()
             status = job_status(job_id, service=svc)
@@ -89,6 +94,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return 0 if status.state == "done" else 1
     finally:
         svc.close()
+
+
+def interrupted_message(stored: int, total: int) -> str:
+    """What Ctrl-C during an in-process ingest left behind, and that running it again is safe."""
+    return (
+        f"interrupted: {stored} of {total} documents were stored (the batch in progress may "
+        "be partly stored); running the same command again is safe: documents with the same "
+        "id are overwritten, never duplicated"
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -56,6 +56,9 @@ def _lines(
             yield number, text
 
 
+EXPECTED_JSONL = 'expected JSONL (one JSON object per line), e.g. {"id": "doc-1", "text": "…"}'
+
+
 @dataclass
 class DocumentsFile:
     """Parsed documents of a JSON-lines file, the line each came from, and every bad line."""
@@ -78,7 +81,10 @@ def read_documents(path: str, *, max_documents: int, max_line_bytes: int) -> Doc
             try:
                 value = parse_json(text)
             except ValueError as exc:
-                out.problems.append(f"line {number}: not valid JSON: {exc}")
+                head = text.lstrip()[:1]
+                plain = not (out.problems or out.documents or head in "{[-" or head.isdigit())
+                hint = f" ({EXPECTED_JSONL})" if plain else ""  # a plain-text file, most likely
+                out.problems.append(f"line {number}: not valid JSON{hint}: {exc}")
                 continue
             if len(out.documents) >= max_documents:
                 raise InvalidInput(

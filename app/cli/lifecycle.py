@@ -138,7 +138,7 @@ def cmd_drop_collection(args: argparse.Namespace) -> int:
         )
     svc = service_from(args)
     try:
-        drop_collection(args.name, service=svc)
+        drop_collection(args.name, service=svc, force=args.force)
     finally:
         svc.close()
     print(f"dropped {args.name}")
@@ -203,6 +203,9 @@ def add_lifecycle_commands(sub: Any, model_opt: Callable[[argparse.ArgumentParse
     p = sub.add_parser("drop-collection", help="delete a collection and all its versions")
     p.add_argument("name")
     p.add_argument("--yes", action="store_true", help="confirm")
+    p.add_argument(
+        "--force", action="store_true", help="also when a rebuild runs: cancel it (else: exit 6)"
+    )
     p.set_defaults(func=cmd_drop_collection)
 
     p = sub.add_parser("delete", help="delete documents by id")

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from app.cli.common import service_from, settings_from
 from app.errors import (
     InvalidInput,
+    ResourceBusy,
     StoreUnavailable,
 )
+
+WORKER_LOCK = ".cdeq-worker.lock"
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -39,9 +44,38 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "--concurrency > 1 needs a Qdrant server (CDEQ_QDRANT__URL): local mode is single-process"
         )
     _check_worker_pool(args.pool)
+    held = hold_local_folder(settings)  # noqa: F841 (held until this process exits)
     _check_local_folder_free(settings)
     app.worker_main(argv)
     return 0
+
+
+def hold_local_folder(settings: Any) -> IO[str] | None:
+    """Take the worker's lock on its local Qdrant folder for the life of this process (its
+    pool process opens the folder itself, later): a second worker on the same folder is
+    refused at once (ResourceBusy, exit 5) instead of retrying every batch forever."""
+    if settings.qdrant.url or settings.qdrant.path == ":memory:":
+        return None
+    import fcntl
+
+    folder = Path(settings.qdrant.path)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / WORKER_LOCK, "a+", encoding="utf-8")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise ResourceBusy(
+            f"Qdrant local folder {str(folder)!r} is held by another cdeq worker (pid {holder}): "
+            "local mode serves one process; run a Qdrant server and set CDEQ_QDRANT__URL to "
+            "run several workers"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def _check_worker_pool(pool: str) -> None:

@@ -150,6 +150,14 @@ class Recovery:
             raise redis_errors("reading leases") from exc
         return [parse_member(m) for m in members]
 
+    def redis_uptime_s(self) -> float:
+        """Seconds since the Redis server started (a restart starts it again from 0)."""
+        try:
+            info = self.client.info("server")
+        except redis.RedisError as exc:
+            raise redis_errors("reading the server's uptime") from exc
+        return float(info.get("uptime_in_seconds", 0))
+
     def leased_jobs(self) -> set[str]:
         """Jobs with at least one live lease."""
         try:

@@ -4,7 +4,7 @@ beyond reading a checkpoint, no settings, no services."""
 from app.model.config import BackboneConfig, CdeConfig, Family, ModernBertBackboneConfig
 from app.model.embedder import DOCUMENT_PREFIX, QUERY_PREFIX, CdeEmbedder
 from app.model.modernbert import V2Head
-from app.model.values import Embeddings, Progress, sample_context
+from app.model.values import Embeddings, Progress, sample_context, valid_unicode
 
 __all__ = [
     "DOCUMENT_PREFIX",
@@ -18,4 +18,5 @@ __all__ = [
     "Progress",
     "V2Head",
     "sample_context",
+    "valid_unicode",
 ]

@@ -96,8 +96,20 @@ def check_texts(texts: Sequence[str], field: str = "texts") -> None:
             problems.append(f"{field}[{i}]: must be a string, got {type(text).__name__}")
         elif not text.strip():
             problems.append(f"{field}[{i}]: is empty or whitespace-only")
+        elif not valid_unicode(text):
+            problems.append(f"{field}[{i}]: not valid Unicode (lone surrogate)")
     if problems:
         raise InvalidInput(problems, field=field)
+
+
+def valid_unicode(text: str) -> bool:
+    """False for a lone surrogate (\\ud800-\\udfff: an invalid byte read with Python's
+    surrogateescape, or a JSON escape), which no tokenizer, Redis or Qdrant can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def dataset_tensor(

@@ -162,6 +162,28 @@ class Contexts:
             source=str(p.get("source", "rebuild")),
         )
 
+    def marked_collections(self) -> list[str]:
+        """The collections with a rebuild marker."""
+        meta = self._core.meta_collection
+        if not self._core.exists(meta):
+            return []
+        kind = models.FieldCondition(key="kind", match=models.MatchValue(value="rebuild"))
+        found: list[str] = []
+        offset: models.ExtendedPointId | None = None
+        while True:
+            with self._core.meta_errors("listing rebuild markers"):
+                records, offset = self._core.client.scroll(
+                    meta,
+                    scroll_filter=models.Filter(must=[kind]),
+                    limit=_SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=["collection"],
+                    with_vectors=False,
+                )
+            found.extend(str(r.payload["collection"]) for r in records if r.payload)
+            if offset is None:
+                return sorted(found)
+
     def clear_marker(self, collection: str) -> None:
         with self._core.meta_errors(f"clearing the rebuild marker of {collection!r}"):
             self._core.client.delete(

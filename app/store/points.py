@@ -475,6 +475,8 @@ class Points:
             payload["text"] = record.text
         if record.sparse is not None:
             payload[SPARSE_TERMS_KEY] = record.sparse_terms
+        if record.model_fingerprint:  # which model wrote it, checked before a version goes live
+            payload["model_fingerprint"] = record.model_fingerprint
         return payload
 
 

@@ -316,6 +316,10 @@ class QdrantStore:
         """The rebuild of ``collection`` in progress, or None."""
         return self._contexts.load_marker(collection)
 
+    def rebuild_markers(self) -> list[str]:
+        """The collections with a rebuild marker (running or orphaned rebuilds)."""
+        return self._contexts.marked_collections()
+
     def clear_rebuild_marker(self, collection: str) -> None:
         """Forget the rebuild marker of ``collection`` (nothing when absent)."""
         self._contexts.clear_marker(collection)
@@ -338,6 +342,11 @@ class QdrantStore:
     def count_physical(self, physical: str) -> int:
         """Exact number of points in the physical collection ``physical``."""
         return self._scan.count(physical)
+
+    def count_other_model(self, physical: str, fingerprint: str, *, unstamped: bool = True) -> int:
+        """Points of ``physical`` that the model ``fingerprint`` did not write (with
+        `unstamped`, those written before points were stamped count too)."""
+        return self._scan.count_other_model(physical, fingerprint, unstamped=unstamped)
 
     def drop_physical(self, physical: str) -> None:
         """Delete one physical collection (never the live one: callers check)."""

@@ -89,6 +89,7 @@ class PointRecord:
     # how many terms that text had (kept in the payload, so a rebuild can carry both over).
     sparse: SparseVector | None = None
     sparse_terms: int = 0
+    model_fingerprint: str = ""  # the writing model's weights fingerprint ("" = not stamped)
 
 
 @dataclass(frozen=True)

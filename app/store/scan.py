@@ -139,6 +139,22 @@ class Scan:
         with translated_errors(f"counting {physical!r}", collection=physical):
             return int(self._core.client.count(physical, exact=True).count)
 
+    def count_other_model(self, physical: str, fingerprint: str, *, unstamped: bool) -> int:
+        """Points of ``physical`` stamped with another model than ``fingerprint``, and with
+        ``unstamped`` those without a stamp too."""
+        self._check(physical)
+        key = "model_fingerprint"
+        other: list[models.Condition] = [
+            models.FieldCondition(key=key, match=models.MatchValue(value=fingerprint))
+        ]
+        if not unstamped:
+            other.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=key)))
+        with translated_errors(f"counting {physical!r}", collection=physical):
+            found = self._core.client.count(
+                physical, count_filter=models.Filter(must_not=other), exact=True
+            )
+        return int(found.count)
+
     def drop(self, physical: str) -> None:
         """Delete ``physical`` (nothing when it is already gone)."""
         self._check(physical)

@@ -155,6 +155,7 @@ def test_auth_over_http(server: Server) -> None:
     assert r.status_code == 403
     for route in ("/healthz", "/readyz", "/metrics"):
         assert httpx.get(f"{server.url}{route}").status_code == 200
+    assert f"cdeq serving on {server.url}" in server.output()  # where to point a client
 
 
 def test_bad_input_over_the_wire(server: Server) -> None:

@@ -158,7 +158,9 @@ def test_transient_errors_are_retried_with_backoff_then_fail(
     assert job_status("j1", service=svc).state == "queued"  # nothing recorded yet
     assert batch_failed(svc, recorded, exc, retries=limit) is None
     status = job_status("j1", service=svc)
-    assert status.state == "failed" and status.errors["a"] == f"failed after {limit} retries: {exc}"
+    assert status.state == "failed" and status.errors["a"] == (
+        f"failed after {limit} retries (CDEQ_INGEST__MAX_RETRIES): {exc}"
+    )
 
 
 def test_input_errors_and_bugs_fail_the_batch_at_once(svc: Cdeq, recorded: Batch) -> None:

@@ -279,6 +279,9 @@ def test_another_model_is_refused_until_the_collection_is_rebuilt_with_it(
         with pytest.raises(ModelMismatch, match="was embedded with model") as err:
             search("m", "river", service=svc)
         assert embedder.fingerprint[:12] in str(err.value)
+        with pytest.raises(ModelMismatch):  # drift by another model's stage 1 means nothing
+            context_info("m", drift=True, service=svc)
+        assert context_info("m", service=svc).version == 1  # inspecting is fine
         with pytest.raises(ModelMismatch):
             ingest_documents("m", corpus(14)[12:], service=svc)
         assert svc.store.count("m") == 12  # nothing recorded, nothing written
