@@ -61,7 +61,7 @@ class ModelSettings(BaseModel):
     v2_head: Literal["training", "hub"] = Field(
         "training",
         description="cde-small-v2 stage-2 head: 'training' (GitHub training code) or 'hub' "
-        "(hub remote code), see the README; ignored for v1",
+        "(hub remote code), see docs/models.md; ignored for v1",
     )
 
 

@@ -93,7 +93,14 @@ def search_latency(model: str, n: int, queries: int, tmp: Path) -> list[str]:
                 context.physical,
                 [
                     PointRecord(
-                        f"d{start + i}", v, t, {}, "", context.version, sparse[i][0], sparse[i][1]
+                        f"d{start + i}",
+                        v,
+                        t,
+                        {},
+                        "",
+                        context.version,
+                        sparse=sparse[i][0],
+                        sparse_terms=sparse[i][1],
                     )
                     for i, (t, v) in enumerate(zip(chunk, vectors, strict=True))
                 ],

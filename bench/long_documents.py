@@ -122,7 +122,16 @@ def fill(store: QdrantStore, name: str, points: int, rng: np.random.Generator) -
         for index in range(count):
             records.append(
                 PointRecord(
-                    f"d{doc}", vectors[index], "x", {}, "h", 1, index, count, index, index + 1
+                    f"d{doc}",
+                    vectors[index],
+                    "x",
+                    {},
+                    "h",
+                    1,
+                    chunk_index=index,
+                    chunk_count=count,
+                    char_start=index,
+                    char_end=index + 1,
                 )
             )
         written += count

@@ -1,7 +1,7 @@
 """The `cdeq` command line: a thin layer that parses, calls a use case and maps errors.
 
 Every mistake ends in one clear message on stderr and a documented exit code (`EXIT_CODES`,
-the README's table); an unexpected exception prints one line and suggests `--debug`, which
+docs/cli.md's table); an unexpected exception prints one line and suggests `--debug`, which
 shows the traceback. Input files are read as a stream, line by line, never whole.
 """
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cdeq",
         description="Contextual document embeddings (cde-small-v1) with Qdrant. Configuration: "
-        "CDEQ_* environment variables (see the README).",
+        "CDEQ_* environment variables (see docs/configuration.md).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

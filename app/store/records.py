@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -81,6 +81,8 @@ class PointRecord:
     metadata: dict[str, Any]
     content_hash: str
     context_version: int
+    # Keyword-only: several branches of work added fields here; positions would mix them up.
+    _: KW_ONLY
     chunk_index: int = 0
     chunk_count: int = 1
     char_start: int = 0

@@ -43,6 +43,8 @@ def empty_db() -> Iterator[redis.Redis]:
         ("bench/embed.py", "| v1 | float32 | cdeq `embed_documents` |"),
         ("bench/rebuild.py", "| rebuild (stage 1 + re-embed + catch-up + swap) |"),
         ("bench/serve.py", "| batched |"),
+        ("bench/long_documents.py", "chunks/s ratio (auto/off)"),
+        ("bench/hybrid.py", "| points | mode | store median ms |"),
     ],
 )
 def test_bench_dry_run(script: str, table: str) -> None:

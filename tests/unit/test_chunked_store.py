@@ -197,13 +197,31 @@ def test_grouped_search_equals_qdrants_group_by_when_one_document_fills_the_top(
         return (v / np.linalg.norm(v)).astype(np.float32)
 
     records = [  # 150 chunks of one document all nearer the query than anything else
-        PointRecord("big", unit(E[0] * 4 + rng.normal(0, 0.1, 4)), "t", {}, "h", 1, i, 150)
+        PointRecord(
+            "big",
+            unit(E[0] * 4 + rng.normal(0, 0.1, 4)),
+            "t",
+            {},
+            "h",
+            1,
+            chunk_index=i,
+            chunk_count=150,
+        )
         for i in range(150)
     ]
     for d in range(30):
         count = int(rng.integers(1, 6))
         records += [
-            PointRecord(f"d{d}", unit(rng.normal(0, 1, 4)), "t", {}, "h", 1, i, count)
+            PointRecord(
+                f"d{d}",
+                unit(rng.normal(0, 1, 4)),
+                "t",
+                {},
+                "h",
+                1,
+                chunk_index=i,
+                chunk_count=count,
+            )
             for i in range(count)
         ]
     store.upsert(physical, records)

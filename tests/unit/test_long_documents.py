@@ -292,7 +292,18 @@ def test_a_rewrite_that_died_part_way_is_trimmed_in_full_when_it_runs_again(svc:
 
     def version_of(count: int) -> list[PointRecord]:
         return [
-            PointRecord("x", vector, f"chunk {i}", {}, f"h{count}", version, i, count, i, i + 1)
+            PointRecord(
+                "x",
+                vector,
+                f"chunk {i}",
+                {},
+                f"h{count}",
+                version,
+                chunk_index=i,
+                chunk_count=count,
+                char_start=i,
+                char_end=i + 1,
+            )
             for i in range(count)
         ]
 

@@ -463,7 +463,7 @@ def test_real_weights_reproduce_the_sentence_transformers_anchor(
 @needs_real
 def test_real_weights_the_hub_runs_the_hub_head(real_similarities: dict[str, np.ndarray]) -> None:
     # docs/model.md ("cde-small-v2") expects the "hub" head here. If instead only "training" matches, the
-    # hub code runs the training head: update the README's "Choosing v1 or v2".
+    # hub code runs the training head: update "Choosing v1 or v2" in docs/models.md.
     assert np.allclose(real_similarities["hub"], ANCHOR, atol=1e-3, rtol=0), real_similarities
 
 
