@@ -104,9 +104,17 @@ def worker_service() -> Cdeq:
 
 
 def set_worker_service(service: Cdeq | None) -> None:
-    """Use this service in tasks (in-process workers in tests share the caller's)."""
+    """Use this service in tasks (in-process workers in tests share the caller's). None: the
+    in-process worker has stopped, and so does the keeper that used its service (Celery's test
+    worker sends no worker_shutdown; a keeper left running would reconcile with a closed
+    store, and re-queue other tests' jobs)."""
     with _runtime.lock:
         _runtime.service = service
+    if service is None:
+        _keeper.shutdown()
+        thread = _keeper.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(30)
 
 
 class _Keeper:

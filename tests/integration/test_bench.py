@@ -57,5 +57,5 @@ def test_ingest_bench_dry_run(empty_db: redis.Redis) -> None:
     run = bench("bench/ingest.py", "--redis-url", redis_url(BENCH_DB), "--dry-run")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "| pipeline: Redis → worker → Qdrant |" in run.stdout
-    assert "points stored: 40/40" in run.stdout
+    assert "documents stored: 40/40" in run.stdout
     assert empty_db.dbsize() == 0  # it deleted the keys it made
