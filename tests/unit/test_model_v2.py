@@ -423,7 +423,7 @@ NQ_DATA = os.environ.get("CDEQ_V2_NQ")
 needs_real = pytest.mark.skipif(
     not (REAL_WEIGHTS and NQ_DATA and Path(REAL_WEIGHTS).is_dir() and Path(NQ_DATA).is_file()),
     reason="set CDEQ_V2_WEIGHTS (jxm/cde-small-v2 folder with ModernBERT tokenizer files) and "
-    "CDEQ_V2_NQ (natural-questions as JSON lines with query/answer) to run; see README",
+    "CDEQ_V2_NQ (natural-questions as JSON lines with query/answer) to run; see docs/models.md",
 )
 
 
