@@ -85,15 +85,20 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class TextFormatter(logging.Formatter):
-    """`TEXT_FORMAT`, then the request id and task fields that are set, in brackets:
-    `… INFO app.ingest: stored 8 documents [request_id=r-1 job_id=ab12 batch=0]`."""
+    """`TEXT_FORMAT`, then the request id, the API key's name and the task fields that are
+    set, in brackets: `… INFO app.ingest: stored 8 documents [request_id=r-1 job_id=ab12
+    batch=0]`."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
-        tags = {"request_id": getattr(record, "request_id", None), **_task_fields_of(record)}
+        tags = {
+            "request_id": getattr(record, "request_id", None),
+            "api_key": getattr(record, "api_key", None),  # the key's name, never the key
+            **_task_fields_of(record),
+        }
         shown = " ".join(f"{k}={v}" for k, v in tags.items() if v is not None)
         return f"{line} [{shown}]" if shown else line
 

@@ -23,7 +23,7 @@ from app.config import ApiKey, ApiSettings, Settings, load_settings
 from app.errors import InvalidInput, NotFound
 from app.ingest import ingest_documents
 from app.lifecycle import drop_collection
-from app.logs import JsonFormatter, RequestIdFilter
+from app.logs import JsonFormatter, RequestIdFilter, TextFormatter
 from app.service import Cdeq
 from tests.helpers.builders import assert_error, corpus
 
@@ -316,8 +316,14 @@ def test_keys_never_appear_in_logs_metrics_bodies_or_jobs(
     handler.emit = lambda record: records.append(handler.format(record))  # type: ignore[method-assign]
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestIdFilter())
+    text_handler = logging.StreamHandler()  # the default format names the key too
+    text_records: list[str] = []
+    text_handler.emit = lambda record: text_records.append(text_handler.format(record))  # type: ignore[method-assign]
+    text_handler.setFormatter(TextFormatter())
+    text_handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.addHandler(handler)
+    root.addHandler(text_handler)
     old_level = root.level
     root.setLevel(logging.DEBUG)
     try:
@@ -328,8 +334,10 @@ def test_keys_never_appear_in_logs_metrics_bodies_or_jobs(
             app_client.post("/v1/collections/kb-docs/documents", json=DOC, headers=headers)
     finally:
         root.removeHandler(handler)
+        root.removeHandler(text_handler)
         root.setLevel(old_level)
-    logs = "\n".join(records)
+    assert any("api_key=support-reader" in line for line in text_records)
+    logs = "\n".join(records + text_records)
     assert '"api_key": "support-reader"' in logs  # the log names the key by its name
     metrics = app_client.get("/metrics").text
     assert 'cdeq_auth_refusals_total{key="support-reader",status="404"}' in metrics
