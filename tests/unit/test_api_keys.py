@@ -336,7 +336,7 @@ def test_keys_never_appear_in_logs_metrics_bodies_or_jobs(
         root.removeHandler(handler)
         root.removeHandler(text_handler)
         root.setLevel(old_level)
-    assert any("api_key=support-reader" in line for line in text_records)
+    assert any("key=support-reader" in line for line in text_records)
     logs = "\n".join(records + text_records)
     assert '"api_key": "support-reader"' in logs  # the log names the key by its name
     metrics = app_client.get("/metrics").text
