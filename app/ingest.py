@@ -34,10 +34,9 @@ from app.errors import (
 from app.jobs import BatchOutcome, Corpus, JobStatus, Start, context_sample, split
 from app.lifecycle import after_ingest_job
 from app.model import Progress
-from app.rebuild import mirror_documents, write_points
+from app.rebuild import mirror_documents, write_stored
 from app.service import Cdeq
-from app.sparse import document_sparse
-from app.store import PointRecord, StoredDocument
+from app.store import StoredDocument
 
 log = logging.getLogger(__name__)
 
@@ -285,40 +284,13 @@ def store_documents(
     earlier version left. Deterministic point ids make a repeated call overwrite instead of
     duplicating."""
     context = svc.contexts.ensure(collection, corpus, population)
-    stamp = svc.contexts.writer_fingerprint(context)
-    embedder = svc.embedder
     chunks, warnings = chunk_documents(svc, documents)
-    texts = [c.text or "" for c in chunks]
-    embeddings = embedder.embed_documents(texts, context.dataset_embeddings)
-    # BM25 from exactly the texts just embedded (None: the collection takes no sparse vectors).
-    sparse = document_sparse(svc, context.physical, texts)
-    write_points(
-        svc,
-        context.physical,
-        [
-            PointRecord(
-                document_id=c.document_id,
-                vector=vector,
-                text=c.text,
-                metadata=c.metadata,
-                content_hash=c.content_hash,
-                context_version=context.version,
-                chunk_index=c.chunk_index,
-                chunk_count=c.chunk_count,
-                char_start=c.char_start,
-                char_end=c.char_end,
-                sparse=sparse[i][0] if sparse else None,
-                sparse_terms=sparse[i][1] if sparse else 0,
-                model_fingerprint=stamp,
-            )
-            for i, (c, vector) in enumerate(zip(chunks, embeddings.vectors, strict=True))
-        ],
-        trim=True,
-    )
+    # The same write as a rebuild's: fingerprint check, stage 2, BM25, upsert, trim.
+    truncated = write_stored(svc, collection, chunks, context, trim=True)
     # A rebuild in progress (or a swap during this batch) needs these documents elsewhere too.
     mirror_documents(svc, collection, context, chunks)
-    warning = truncation_warning(embedder.max_seq_length)
-    for c, cut in zip(chunks, embeddings.truncated, strict=True):
+    warning = truncation_warning(svc.embedder.max_seq_length)
+    for c, cut in zip(chunks, truncated, strict=True):
         if cut:  # with chunking: only a chunk of one character longer than the window
             warnings.setdefault(c.document_id, warning)
     return BatchOutcome(

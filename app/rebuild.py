@@ -140,13 +140,14 @@ def write_stored(
     target: Context,
     *,
     trim: bool = False,
-) -> int:
+) -> list[bool]:
     """Embed stored chunks with `target`'s context into its physical collection, each as the
     same chunk (index, count, offsets) of its document. `trim`: then delete the chunks of
     these documents beyond their new count (a re-ingest of a shorter version); new chunks
-    are written first, so a search finds each document throughout."""
+    are written first, so a search finds each document throughout. Returns whether each
+    chunk's text was cut at the model's window."""
     if not docs:
-        return 0
+        return []
     missing = [d.document_id for d in docs if d.text is None]
     if missing:
         raise Conflict(_no_text_message(collection, missing[:5]))
@@ -188,7 +189,7 @@ def write_stored(
         ],
         trim=trim,
     )
-    return sum(embeddings.truncated)
+    return [bool(cut) for cut in embeddings.truncated]
 
 
 def write_points(svc: Cdeq, physical: str, records: Sequence[PointRecord], *, trim: bool) -> None:

@@ -73,7 +73,7 @@ def run_rebuild_batch(svc: Cdeq, batch: RebuildBatch) -> BatchOutcome | None:
     docs = svc.store.fetch_stored(
         source, batch.point_ids, sparse=carries_over(svc, source, target.physical)
     )
-    truncated = write_stored(svc, batch.collection, docs, target)
+    truncated = sum(write_stored(svc, batch.collection, docs, target))
     outcome = BatchOutcome(succeeded=len(docs), truncated=truncated)
     jobs.record_batch(batch.job_id, batch.index, outcome)
     return outcome

@@ -243,14 +243,7 @@ def evaluate(
     started = time.monotonic()
     modes = _check_choices(modes, search_modes(), "modes")
     if chunking is not None:
-        options = chunking_options()
-        if not options:
-            raise InvalidInput(
-                "chunking: this build does not cut documents into chunks (no "
-                "CDEQ_INGEST__CHUNKING setting); leave --chunking out",
-                field="chunking",
-            )
-        chunking = _check_choices(chunking, options, "chunking")
+        chunking = _check_choices(chunking, chunking_options(), "chunking")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
         raise InvalidInput(f"top_k: must be 1 to {MAX_TOP_K}, got {top_k!r}", field="top_k")
     if max_queries is not None and (
